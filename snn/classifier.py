@@ -1,0 +1,65 @@
+"""The LightningModule: encoder -> network -> cross-entropy, with accuracy per split."""
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MaxMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+SCHEDULES = ("none", "cosine")
+
+
+class Classifier(pl.LightningModule):
+    def __init__(self, net: nn.Module, encoder: nn.Module | None, optimizer: dict, run_config: dict | None = None):
+        super().__init__()
+        self.net, self.encoder = net, encoder
+        self.optimizer_config = dict(optimizer)
+        self.run_config = run_config  # saved into every checkpoint so evaluation can rebuild the run
+        for stage in ("train", "val", "test"):
+            setattr(self, f"{stage}_acc", MulticlassAccuracy(num_classes=10, average="micro"))
+        self.best_val_acc = MaxMetric()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if getattr(self.net, "spiking", False):
+            images = self.encoder(images)
+        return self.net(images)
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        accuracy = getattr(self, f"{stage}_acc")
+        accuracy(logits, labels)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test", batch_size=len(labels))
+        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def on_train_start(self):
+        self.best_val_acc.reset()  # forget the sanity-check batches
+
+    def on_validation_epoch_end(self):
+        if not self.trainer.sanity_checking:
+            self.best_val_acc(self.val_acc.compute())
+            self.log("val/acc_best", self.best_val_acc.compute())
+
+    def configure_optimizers(self):
+        cfg = self.optimizer_config
+        optimizer = OPTIMIZERS[cfg["name"]](self.parameters(), lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0))
+        if cfg.get("schedule", "none") == "none":
+            return optimizer
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["run_config"] = self.run_config

@@ -1,0 +1,60 @@
+"""Checks of the public config keys, run before anything is built, loaded or written."""
+from omegaconf import DictConfig, OmegaConf
+
+from snn.architectures import READOUTS
+from snn.classifier import OPTIMIZERS, SCHEDULES
+from snn.neurons import RESETS
+from snn.surrogates import SURROGATES
+
+# The run folder is named by its overrides; a run with none is named "defaults".
+OmegaConf.register_new_resolver("run_name", lambda overrides: overrides or "defaults", replace=True)
+
+
+class ConfigError(ValueError):
+    """A config value outside what is allowed; its message is one line naming the key."""
+
+
+def _number(cfg: DictConfig, key: str):
+    value = OmegaConf.select(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key}={value!r} must be a number")
+    return value
+
+
+def _require(ok: bool, key: str, value, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def validate(cfg: DictConfig) -> None:
+    T = OmegaConf.select(cfg, "T")
+    _require(isinstance(T, int) and not isinstance(T, bool) and T >= 1, "T", T, "an integer >= 1")
+    batch_size = OmegaConf.select(cfg, "data.batch_size")
+    _require(isinstance(batch_size, int) and batch_size >= 1, "data.batch_size", batch_size, "an integer >= 1")
+    lr = _number(cfg, "optimizer.lr")
+    _require(lr > 0, "optimizer.lr", lr, "a number > 0")
+    _require(_number(cfg, "optimizer.weight_decay") >= 0, "optimizer.weight_decay", cfg.optimizer.weight_decay, "a number >= 0")
+    _require(cfg.optimizer.name in OPTIMIZERS, "optimizer.name", cfg.optimizer.name, ", ".join(OPTIMIZERS))
+    _require(cfg.optimizer.schedule in SCHEDULES, "optimizer.schedule", cfg.optimizer.schedule, ", ".join(SCHEDULES))
+
+    hidden = OmegaConf.select(cfg, "model.hidden_sizes")
+    if hidden is not None:
+        ok = all(isinstance(h, int) and h >= 1 for h in hidden)
+        _require(ok, "model.hidden_sizes", OmegaConf.to_container(hidden), "a list of integers >= 1, e.g. [1000] or [500,500]")
+    readout = OmegaConf.select(cfg, "model.readout")
+    if readout is not None:
+        _require(readout in READOUTS, "model.readout", readout, ", ".join(READOUTS))
+
+    neuron = cfg.neuron
+    threshold = _number(cfg, "neuron.threshold")
+    _require(threshold > 0, "neuron.threshold", threshold, "a number > 0")
+    if "beta" in neuron:
+        beta = _number(cfg, "neuron.beta")
+        upper = "1)" if neuron._target_.endswith("PLIF") else "1]"
+        _require(0 < beta < 1 or (beta == 1 and upper == "1]"), "neuron.beta", beta, f"a number in (0, {upper}")
+    _require(neuron.reset in RESETS, "neuron.reset", neuron.reset, ", ".join(RESETS))
+    _require(neuron.surrogate in SURROGATES, "neuron.surrogate", neuron.surrogate, ", ".join(SURROGATES))
+    if neuron.slope is not None:
+        _require(_number(cfg, "neuron.slope") > 0, "neuron.slope", neuron.slope, "a number > 0, or null for the surrogate's default")
+    if "gain" in cfg.encoder:
+        _require(_number(cfg, "encoder.gain") > 0, "encoder.gain", cfg.encoder.gain, "a number > 0")

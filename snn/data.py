@@ -1,0 +1,70 @@
+"""MNIST held in memory as tensors; batches are gathered by index, never decoded per sample."""
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
+from torchvision.datasets import MNIST
+
+
+class DataError(RuntimeError):
+    """The dataset could not be found, fetched or read."""
+
+
+def load_mnist(root: str | Path, train: bool, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images as float32 `[N, 1, 28, 28]` in [0, 1] and int64 labels; downloads only if the raw files are missing."""
+    raw = Path(root) / "MNIST" / "raw"
+    try:
+        dataset = MNIST(str(root), train=train, download=download)
+    except Exception as error:  # torchvision raises bare RuntimeErrors/URLErrors when offline
+        why = "could not be downloaded" if download else "data.download is false"
+        reason = " ".join(str(error).split())[:200]
+        raise DataError(
+            f"MNIST is not in {raw} and {why} ({type(error).__name__}: {reason}). "
+            "Put the four raw IDX files there, or point data.root / SNN_DATA_DIR at the folder holding MNIST/raw."
+        ) from None
+    return dataset.data.unsqueeze(1).float().div_(255), dataset.targets.long()
+
+
+def _loader(images, labels, batch_size: int, shuffle: bool) -> DataLoader:
+    dataset = TensorDataset(images, labels)
+    order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+    # batch_size=None + a BatchSampler: the dataset is indexed with a whole list of indices at once.
+    return DataLoader(dataset, sampler=BatchSampler(order, batch_size, drop_last=False), batch_size=None)
+
+
+class MNISTDataModule(pl.LightningDataModule):
+    """Train/val is a fixed split of the 60k training set (seeded by `split_seed`, not by the run's seed)."""
+
+    def __init__(self, root: str = "data", batch_size: int = 128, val_size: int = 5000, split_seed: int = 0,
+                 download: bool = True):
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.root, self.batch_size, self.val_size, self.split_seed = root, batch_size, val_size, split_seed
+        self.download = download
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        images, labels = load_mnist(self.root, train=True, download=self.download)
+        if not 0 < self.val_size < len(images):
+            raise DataError(f"data.val_size={self.val_size} must be between 1 and {len(images) - 1} "
+                            f"(the training set under {self.root} has {len(images)} images)")
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.split_seed))
+        val, train = order[: self.val_size], order[self.val_size :]
+        self.splits = {
+            "train": (images[train], labels[train]),
+            "val": (images[val], labels[val]),
+            "test": load_mnist(self.root, train=False, download=self.download),
+        }
+
+    def train_dataloader(self):
+        return _loader(*self.splits["train"], self.batch_size, shuffle=True)
+
+    def val_dataloader(self):
+        return _loader(*self.splits["val"], self.batch_size, shuffle=False)
+
+    def test_dataloader(self):
+        return _loader(*self.splits["test"], self.batch_size, shuffle=False)

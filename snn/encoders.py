@@ -1,0 +1,45 @@
+"""Input encoders: a `[B, C, H, W]` batch of intensities in [0, 1] becomes a `[T, B, C, H, W]` sequence."""
+import torch
+from torch import nn
+
+
+class Encoder(nn.Module):
+    def __init__(self, T: int):
+        super().__init__()
+        if T < 1:
+            raise ValueError(f"T must be >= 1, got {T}")
+        self.T = int(T)
+
+    def extra_repr(self) -> str:
+        return f"T={self.T}"
+
+
+class RateEncoder(Encoder):
+    """Bernoulli spikes: at each step a pixel fires with probability min(1, gain * intensity)."""
+
+    def __init__(self, T: int, gain: float = 1.0):
+        super().__init__(T)
+        if gain <= 0:
+            raise ValueError(f"gain must be > 0, got {gain}")
+        self.gain = float(gain)
+
+    def forward(self, images):
+        p = (images * self.gain).clamp_(0, 1)
+        return (torch.rand((self.T, *images.shape), device=images.device) < p).to(images.dtype)
+
+
+class LatencyEncoder(Encoder):
+    """One spike per nonzero pixel at step round((1 - intensity) * (T - 1)): brighter fires earlier."""
+
+    def forward(self, images):
+        x = images.clamp(0, 1)
+        fire_at = torch.round((1 - x) * (self.T - 1)).long()
+        steps = torch.arange(self.T, device=images.device).view(-1, *[1] * images.dim())
+        return ((steps == fire_at) & (x > 0)).to(images.dtype)
+
+
+class DirectEncoder(Encoder):
+    """The analog image is the input current at every step (an expanded view: no copy)."""
+
+    def forward(self, images):
+        return images.expand(self.T, *images.shape)

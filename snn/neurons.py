@@ -1,0 +1,132 @@
+"""Multi-step spiking neurons: `[T, B, ...]` input currents in, `[T, B, ...]` spikes out.
+
+Membrane dynamics follow snnTorch's `Leaky` exactly (reset signal detached, applied one step late):
+
+    subtract:  U[t] = beta * U[t-1]                + I[t] - threshold * S[t-1]
+    zero:      U[t] = beta * U[t-1] * (1 - S[t-1]) + I[t]
+    S[t] = H(U[t] - threshold)
+
+`LIF`, `IF` and `PLIF` run the whole sequence in one autograd function (`_LeakySequence`): a forward
+loop without a per-step graph and a hand-written backward through time, storing only the membrane
+and the spikes (as bool) for backward.
+"""
+import math
+
+import snntorch
+import torch
+from torch import nn
+
+from snn.surrogates import Surrogate, surrogate_by_name
+
+RESETS = ("subtract", "zero")
+
+
+class _LeakySequence(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, current, beta, threshold: float, zero_reset: bool, surrogate: Surrogate):
+        b = float(beta)
+        membrane, spikes = torch.empty_like(current), torch.empty_like(current)
+        membrane[0] = current[0]
+        torch.gt(current[0], threshold, out=spikes[0])
+        for t in range(1, current.shape[0]):
+            if zero_reset:  # (1 - S) * U first, exactly as snnTorch orders it
+                torch.mul(membrane[t - 1], 1 - spikes[t - 1], out=membrane[t])
+                membrane[t].mul_(b).add_(current[t])
+            else:
+                torch.mul(membrane[t - 1], b, out=membrane[t])
+                membrane[t].add_(current[t]).sub_(spikes[t - 1], alpha=threshold)
+            torch.gt(membrane[t], threshold, out=spikes[t])
+        ctx.save_for_backward(membrane, spikes.bool())
+        ctx.beta, ctx.threshold, ctx.zero_reset, ctx.surrogate = b, threshold, zero_reset, surrogate
+        ctx.beta_needs_grad = isinstance(beta, torch.Tensor) and beta.requires_grad
+        return spikes, membrane
+
+    @staticmethod
+    def backward(ctx, grad_spikes, grad_membrane):
+        membrane, fired = ctx.saved_tensors
+        b = ctx.beta
+        # dL/dU[t] = dL/dS[t] * S'(U[t]) + dL/dU[t] (direct) + beta * keep[t] * dL/dU[t+1]
+        grad = torch.zeros_like(membrane) if grad_spikes is None else grad_spikes * ctx.surrogate.derivative(membrane - ctx.threshold)
+        if grad_membrane is not None:
+            grad += grad_membrane
+        keep = (~fired).to(membrane.dtype) if ctx.zero_reset else None
+        for t in range(membrane.shape[0] - 2, -1, -1):
+            if ctx.zero_reset:
+                grad[t].addcmul_(grad[t + 1], keep[t], value=b)
+            else:
+                grad[t].add_(grad[t + 1], alpha=b)
+        grad_beta = None
+        if ctx.beta_needs_grad:
+            previous = membrane[:-1] * keep[:-1] if ctx.zero_reset else membrane[:-1]
+            grad_beta = (grad[1:] * previous).sum().reshape(())
+        return grad, grad_beta, None, None, None
+
+
+class LIF(nn.Module):
+    """Leaky integrate-and-fire neuron with a fixed decay `beta`."""
+
+    def __init__(self, beta: float = 0.9, threshold: float = 1.0, reset: str = "subtract",
+                 surrogate: str = "atan", slope: float | None = None):
+        super().__init__()
+        if not 0 < beta <= 1:
+            raise ValueError(f"beta must be in (0, 1], got {beta}")
+        if threshold <= 0:
+            raise ValueError(f"threshold must be > 0, got {threshold}")
+        if reset not in RESETS:
+            raise ValueError(f"unknown reset {reset!r}; allowed: {', '.join(RESETS)}")
+        self.threshold, self.reset = float(threshold), reset
+        self.surrogate = surrogate_by_name(surrogate, slope)
+        self._beta = float(beta)
+
+    @property
+    def beta(self):
+        return self._beta
+
+    def run(self, current: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (spikes, membrane), both `[T, B, ...]`."""
+        return _LeakySequence.apply(current, self.beta, self.threshold, self.reset == "zero", self.surrogate)
+
+    def forward(self, current: torch.Tensor) -> torch.Tensor:
+        return self.run(current)[0]
+
+    def extra_repr(self) -> str:
+        beta = float(self.beta)
+        return f"beta={beta:.4g}, threshold={self.threshold}, reset={self.reset}, surrogate={self.surrogate}"
+
+
+class IF(LIF):
+    """Integrate-and-fire: no leak (beta = 1)."""
+
+    def __init__(self, threshold: float = 1.0, reset: str = "subtract", surrogate: str = "atan",
+                 slope: float | None = None):
+        super().__init__(1.0, threshold, reset, surrogate, slope)
+
+
+class PLIF(LIF):
+    """Parametric LIF (Fang et al., 2021): beta = sigmoid(w) is learned, initialised at `beta`."""
+
+    def __init__(self, beta: float = 0.9, threshold: float = 1.0, reset: str = "subtract",
+                 surrogate: str = "atan", slope: float | None = None):
+        super().__init__(beta, threshold, reset, surrogate, slope)
+        if beta >= 1:
+            raise ValueError(f"PLIF needs beta < 1 (it is learned through a sigmoid), got {beta}")
+        self.beta_logit = nn.Parameter(torch.tensor(math.log(beta / (1 - beta))))
+
+    @property
+    def beta(self):
+        return torch.sigmoid(self.beta_logit)
+
+
+class SnntorchLeaky(LIF):
+    """`snntorch.Leaky` stepped over time in Python: the reference and the familiar snnTorch path."""
+
+    def __init__(self, beta: float = 0.9, threshold: float = 1.0, reset: str = "subtract",
+                 surrogate: str = "atan", slope: float | None = None):
+        super().__init__(beta, threshold, reset, surrogate, slope)
+        self.leaky = snntorch.Leaky(beta=beta, threshold=threshold, reset_mechanism=reset,
+                                    spike_grad=self.surrogate)
+
+    def run(self, current):
+        self.leaky.reset_mem()
+        spikes, membranes = zip(*(self.leaky(step) for step in current))
+        return torch.stack(spikes), torch.stack(membranes)

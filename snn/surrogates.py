@@ -1,0 +1,96 @@
+"""Surrogate gradients: the forward pass is a Heaviside step, the backward pass a smooth bump.
+
+Every surrogate is written as a function of x = membrane - threshold and peaks at x = 0.
+`derivative` is used both by the fused neurons' hand-written backward and by `__call__`.
+"""
+import math
+
+import torch
+
+
+class Surrogate:
+    default_slope = 1.0
+
+    def __init__(self, slope: float | None = None):
+        self.slope = float(self.default_slope if slope is None else slope)
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return _Heaviside.apply(x, self)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(slope={self.slope})"
+
+
+class _Heaviside(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, surrogate):
+        ctx.save_for_backward(x)
+        ctx.surrogate = surrogate
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        return grad_output * ctx.surrogate.derivative(x), None
+
+
+class ATan(Surrogate):
+    """d/dx of arctan(pi/2 * slope * x) / pi, as in snnTorch and Fang et al. (2021)."""
+
+    default_slope = 2.0
+
+    def derivative(self, x):
+        return (self.slope / 2) / (1 + (math.pi / 2 * self.slope * x) ** 2)
+
+
+class FastSigmoid(Surrogate):
+    """1 / (slope * |x| + 1)^2 (Zenke & Ganguli's SuperSpike)."""
+
+    default_slope = 25.0
+
+    def derivative(self, x):
+        return 1.0 / (self.slope * x.abs() + 1.0) ** 2
+
+
+class Sigmoid(Surrogate):
+    """Derivative of sigmoid(slope * x)."""
+
+    default_slope = 25.0
+
+    def derivative(self, x):
+        kx = self.slope * x  # s(kx) * s(-kx) rather than s * (1 - s): no underflow to 0 for large x
+        return self.slope * torch.sigmoid(kx) * torch.sigmoid(-kx)
+
+
+class Triangle(Surrogate):
+    """The ZIF triangle: (1/gamma)^2 * max(0, gamma - |x|) with gamma = 1 / slope."""
+
+    default_slope = 1.0
+
+    def derivative(self, x):
+        return (self.slope - self.slope**2 * x.abs()).clamp_min(0)
+
+
+class StraightThrough(Surrogate):
+    """Passes the gradient unchanged (slope is ignored)."""
+
+    def derivative(self, x):
+        return torch.ones_like(x)
+
+
+SURROGATES = {
+    "atan": ATan,
+    "fast_sigmoid": FastSigmoid,
+    "sigmoid": Sigmoid,
+    "triangle": Triangle,
+    "straight_through": StraightThrough,
+}
+
+
+def surrogate_by_name(name: str, slope: float | None = None) -> Surrogate:
+    if name not in SURROGATES:
+        raise ValueError(f"unknown surrogate {name!r}; allowed: {', '.join(SURROGATES)}")
+    return SURROGATES[name](slope)

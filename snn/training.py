@@ -1,0 +1,85 @@
+"""One training run: build the components from the config, fit, test the best checkpoint, write results."""
+import json
+import time
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+from snn.classifier import Classifier
+
+# In-memory tensors need no loader workers; Lightning's advice to add some does not apply.
+warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+
+HPARAM_METRICS = ("val/acc_best", "test/acc", "test/loss")
+
+
+def describe(cfg: DictConfig, choices: dict) -> dict:
+    """The run's comparable choices (TensorBoard HParams, results.json). Baselines record T=1 and no encoder."""
+    spiking = cfg.model._target_.split(".")[-1].lower().startswith("spiking")
+    neuron = cfg.neuron
+    return {
+        "model": choices.get("model", "?"),
+        "neuron": choices.get("neuron", "?") if spiking else "none",
+        "encoder": choices.get("encoder", "?") if spiking else "none",
+        "T": cfg.T if spiking else 1,
+        "hidden_sizes": str(list(cfg.model.get("hidden_sizes", []))),
+        "readout": cfg.model.get("readout", "logits"),
+        "beta": float(neuron.get("beta", 1.0)) if spiking else 0.0,
+        "threshold": float(neuron.threshold) if spiking else 0.0,
+        "surrogate": neuron.surrogate if spiking else "none",
+        "optimizer": cfg.optimizer.name,
+        "lr": float(cfg.optimizer.lr),
+        "weight_decay": float(cfg.optimizer.weight_decay),
+        "schedule": cfg.optimizer.schedule,
+        "batch_size": cfg.data.batch_size,
+        "max_epochs": cfg.trainer.get("max_epochs") or 0,
+        "seed": cfg.seed,
+    }
+
+
+def _log_hparams(logger: TensorBoardLogger, params: dict) -> None:
+    # Written before training with the metric names only, so the HParams tab lists the run from the
+    # start and picks up the real values of those scalars as they are logged (no hp_metric placeholder).
+    writer = logger.experiment._get_file_writer()
+    for summary in hparams_summary(params, {name: 0.0 for name in HPARAM_METRICS}):
+        writer.add_summary(summary)
+
+
+def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
+    started = time.time()
+    run_dir = Path(run_dir)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    params = describe(cfg, choices)
+    net = instantiate(cfg.model)
+    encoder = instantiate(cfg.encoder) if getattr(net, "spiking", False) else None
+    module = Classifier(net, encoder, OmegaConf.to_container(cfg.optimizer, resolve=True),
+                        run_config={"config": OmegaConf.to_container(cfg, resolve=True), "choices": choices})
+    data = instantiate(cfg.data)
+
+    logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="", default_hp_metric=False)
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc",
+                                 mode="max", save_last=True, auto_insert_metric_name=False)
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=[checkpoint])
+    _log_hparams(logger, params)
+    trainer.fit(module, datamodule=data)
+
+    best = checkpoint.best_model_path or None  # none under fast_dev_run: test the final weights
+    tested = trainer.test(module, datamodule=data, ckpt_path=best, verbose=False)[0]
+    results = {
+        **params,
+        "test/acc": tested["test/acc"],
+        "test/loss": tested["test/loss"],
+        "val/acc_best": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
+        "epochs": trainer.current_epoch,
+        "wall_time_s": round(time.time() - started, 1),
+        "best_checkpoint": best,
+        "run_dir": str(run_dir),
+    }
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results

@@ -1,0 +1,75 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from snn.config import ConfigError, validate
+from tests.conftest import CONF, ROOT
+
+GROUPS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml")) for group in ("model", "neuron", "encoder")}
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g, options in GROUPS.items() for o in options])
+def test_every_option_composes_and_instantiates(compose_cfg, group, option):
+    cfg = compose_cfg(f"{group}={option}", "T=3")
+    validate(cfg)
+    built = instantiate(cfg[group])
+    if group == "neuron":
+        built = built()  # a partial: the architecture builds one per layer
+        spikes = built(torch.randn(3, 2, 5))
+        assert spikes.shape == (3, 2, 5) and set(spikes.unique().tolist()) <= {0.0, 1.0}
+    elif group == "encoder":
+        assert built(torch.rand(2, 1, 28, 28)).shape == (3, 2, 1, 28, 28)
+    else:
+        x = torch.rand(3, 2, 1, 28, 28) if built.spiking else torch.rand(2, 1, 28, 28)
+        assert built(x).shape == (2, 10)
+
+
+@pytest.mark.parametrize("override,key", [
+    ("T=0", "T"),
+    ("neuron.threshold=0", "neuron.threshold"),
+    ("neuron.beta=1.5", "neuron.beta"),
+    ("neuron.beta=0", "neuron.beta"),
+    ("data.batch_size=0", "data.batch_size"),
+    ("neuron.surrogate=bogus", "neuron.surrogate"),
+    ("neuron.reset=never", "neuron.reset"),
+    ("optimizer.lr=-1", "optimizer.lr"),
+    ("model.hidden_sizes=[0]", "model.hidden_sizes"),
+])
+def test_invalid_values_name_the_key(compose_cfg, override, key):
+    with pytest.raises(ConfigError, match=rf"^{key}=.*allowed"):
+        validate(compose_cfg(override))
+
+
+def test_plif_rejects_beta_one(compose_cfg):
+    with pytest.raises(ConfigError, match=r"neuron.beta=1.0 .*\(0, 1\)"):
+        validate(compose_cfg("neuron=plif", "neuron.beta=1.0"))
+
+
+def _train(*args, cwd):
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_invalid_value_is_one_line_and_nonzero(tmp_path, mnist_root):
+    result = _train("T=0", f"data.root={mnist_root}", cwd=tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == "error: T=0 is not allowed: an integer >= 1"
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_unknown_group_option_lists_the_valid_ones(tmp_path):
+    result = _train("neuron=bogus", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not find 'neuron/bogus'" in result.stderr
+    for option in GROUPS["neuron"]:
+        assert option in result.stderr
+
+
+def test_cli_missing_data_says_where_it_is_expected(tmp_path):
+    empty = tmp_path / "nodata"
+    result = _train(f"data.root={empty}", "data.download=false", "trainer.fast_dev_run=true", cwd=tmp_path)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: MNIST is not in") and str(empty / "MNIST" / "raw") in last

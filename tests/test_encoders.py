@@ -1,0 +1,34 @@
+import torch
+
+from snn.encoders import DirectEncoder, LatencyEncoder, RateEncoder
+
+
+def test_rate_spike_probability_is_intensity():
+    torch.manual_seed(0)
+    images = torch.linspace(0, 1, 11).view(11, 1, 1, 1).expand(11, 1, 28, 28)
+    spikes = RateEncoder(T=200)(images)
+    assert set(spikes.unique().tolist()) <= {0.0, 1.0}
+    rate = spikes.mean(dim=(0, 2, 3, 4))
+    assert torch.allclose(rate, torch.linspace(0, 1, 11), atol=0.02)
+
+
+def test_rate_gain_scales_and_saturates():
+    spikes = RateEncoder(T=100, gain=4.0)(torch.full((2, 1, 28, 28), 0.5))
+    assert spikes.mean() == 1.0
+
+
+def test_latency_one_spike_per_nonzero_pixel_brighter_earlier():
+    images = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0]).view(1, 1, 1, 5)
+    spikes = LatencyEncoder(T=10)(images)
+    counts = spikes.sum(0).flatten()
+    assert counts.tolist() == [0, 1, 1, 1, 1]
+    first = spikes.flatten(1).argmax(0)[1:]
+    assert first.tolist() == sorted(first.tolist(), reverse=True)
+    assert first[-1] == 0 and first[0] == 8  # intensity 1 fires at once, 0.1 near the end
+
+
+def test_direct_repeats_the_input():
+    images = torch.rand(3, 1, 28, 28)
+    sequence = DirectEncoder(T=4)(images)
+    assert sequence.shape == (4, 3, 1, 28, 28)
+    assert all(torch.equal(step, images) for step in sequence)

@@ -1,0 +1,90 @@
+import pytest
+import snntorch
+import torch
+
+from snn.neurons import IF, LIF, PLIF, SnntorchLeaky
+from snn.surrogates import SURROGATES, surrogate_by_name
+
+
+def _leaky_reference(current, beta, threshold, reset, surrogate):
+    """The dynamics written out step by step with plain autograd (the documented equations)."""
+    membrane, spikes, mems = torch.zeros_like(current[0]), torch.zeros_like(current[0]), []
+    out = []
+    for step in current:
+        reset_signal = spikes.detach()
+        if reset == "zero":
+            membrane = beta * (membrane * (1 - reset_signal)) + step
+        else:
+            membrane = beta * membrane + step - threshold * reset_signal
+        spikes = surrogate(membrane - threshold)
+        out.append(spikes)
+        mems.append(membrane)
+    return torch.stack(out), torch.stack(mems)
+
+
+def _grads(run, current, *params):
+    torch.manual_seed(1)
+    spikes, membrane = run(current)
+    weights_s, weights_m = torch.randn_like(spikes), torch.randn_like(membrane)
+    grads = torch.autograd.grad((spikes * weights_s).sum() + (membrane * weights_m).sum(), (current, *params))
+    return spikes, membrane, grads
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+@pytest.mark.parametrize("surrogate", sorted(SURROGATES))
+@pytest.mark.parametrize("T", [1, 50])
+def test_lif_matches_snntorch_leaky_step_for_step(reset, surrogate, T):
+    torch.manual_seed(0)
+    current = (torch.randn(T, 8, 33) * 0.8 + 0.4).requires_grad_()
+    ours = LIF(beta=0.85, threshold=0.7, reset=reset, surrogate=surrogate)
+    theirs = SnntorchLeaky(beta=0.85, threshold=0.7, reset=reset, surrogate=surrogate)
+    assert isinstance(theirs.leaky, snntorch.Leaky)
+    s1, m1, (g1,) = _grads(ours.run, current)
+    s2, m2, (g2,) = _grads(theirs.run, current)
+    assert torch.equal(s1, s2)
+    assert torch.allclose(m1, m2, atol=1e-6)
+    assert torch.allclose(g1, g2, atol=1e-5)
+    assert 0.05 < s1.mean() < 0.95  # the comparison exercised both spiking and silence
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_plif_learnable_decay_gradient_matches_autograd(reset):
+    torch.manual_seed(0)
+    current = (torch.randn(20, 4, 16) + 0.3).requires_grad_()
+    plif = PLIF(beta=0.8, threshold=1.0, reset=reset)
+    _, _, (g_current, g_logit) = _grads(plif.run, current, plif.beta_logit)
+    reference = lambda x: _leaky_reference(x, plif.beta, 1.0, reset, plif.surrogate)
+    _, _, (r_current, r_logit) = _grads(reference, current, plif.beta_logit)
+    assert torch.allclose(g_current, r_current, atol=1e-5)
+    assert torch.allclose(g_logit, r_logit, rtol=1e-4)
+    assert g_logit.abs() > 0
+
+
+def test_if_integrates_without_leak():
+    spikes, membrane = IF(threshold=1.0).run(torch.full((4, 1, 1), 0.4))
+    assert membrane.flatten().tolist() == pytest.approx([0.4, 0.8, 1.2, 0.6])  # fires at t=2, subtracts 1 at t=3
+    assert spikes.flatten().tolist() == [0, 0, 1, 0]
+
+
+@pytest.mark.parametrize("name", sorted(SURROGATES))
+def test_surrogate_shape(name):
+    surrogate = surrogate_by_name(name)
+    x = torch.linspace(-2, 2, 401, requires_grad=True)
+    spikes = surrogate(x)
+    assert torch.equal(spikes, (x > 0).float())  # forward is the Heaviside step
+    (grad,) = torch.autograd.grad(spikes.sum(), x)
+    assert torch.isfinite(grad).all() and (grad >= 0).all()
+    assert grad[200] == grad.max() > 0  # peak at the threshold
+    if name != "straight_through":
+        assert grad[0] < grad[200] and grad[-1] < grad[200]
+        assert torch.allclose(grad, grad.flip(0))  # symmetric around the threshold
+
+
+def test_surrogate_slope_sharpens():
+    x = torch.tensor([0.2])
+    assert surrogate_by_name("fast_sigmoid", 50).derivative(x) < surrogate_by_name("fast_sigmoid", 5).derivative(x)
+
+
+def test_unknown_surrogate_is_rejected():
+    with pytest.raises(ValueError, match="unknown surrogate 'nope'; allowed: atan"):
+        LIF(surrogate="nope")

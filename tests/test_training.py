@@ -1,0 +1,72 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from omegaconf import open_dict
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from snn.training import train
+from tests.conftest import ROOT, TINY
+
+
+def _train_composed(compose_cfg, run_dir, *overrides):
+    cfg = compose_cfg(*overrides, hydra=True)
+    choices = dict(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg.hydra
+    return train(cfg, run_dir, choices)
+
+
+@pytest.mark.parametrize("model", ["snn", "ann"])
+def test_fast_dev_run(compose_cfg, tmp_path, model):
+    results = _train_composed(compose_cfg, tmp_path, f"model={model}", "T=4", "trainer.fast_dev_run=true")
+    assert 0.0 <= results["test/acc"] <= 1.0
+    assert results["model"] == model
+    assert results["T"] == (4 if model == "snn" else 1)
+    assert results["encoder"] == ("rate" if model == "snn" else "none")
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+
+
+def test_short_training_learns_and_logs_everything(compose_cfg, tmp_path):
+    results = _train_composed(compose_cfg, tmp_path, "T=4", "model.hidden_sizes=[64]", "trainer.max_epochs=6",
+                              "optimizer.lr=5e-3", "encoder=direct")
+    assert results["test/acc"] > 0.5  # 10 bar-shaped classes: far above chance (0.1)
+    assert (tmp_path / "checkpoints" / "best.ckpt").exists() and (tmp_path / "checkpoints" / "last.ckpt").exists()
+    events = EventAccumulator(str(tmp_path)).Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/acc", "test/loss"} <= scalars
+    assert len(events.Scalars("val/acc")) == 6  # one point per epoch
+    assert results["val/acc_best"] == pytest.approx(max(e.value for e in events.Scalars("val/acc")))
+
+
+def test_hparams_tab_lists_choices_and_metrics(compose_cfg, tmp_path):
+    _train_composed(compose_cfg, tmp_path, "T=2", "neuron=plif", "trainer.fast_dev_run=true")
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = EventAccumulator(str(tmp_path)).Reload()
+    content = events.PluginTagToContent("hparams")
+    session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert session.hparams["neuron"].string_value == "plif"
+    assert session.hparams["T"].number_value == 2
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {m.name.tag for m in experiment.metric_infos} == {"val/acc_best", "test/acc", "test/loss"}
+
+
+def test_multirun_leaves_one_folder_per_job(tmp_path, mnist_root):
+    args = ["-m", "T=1,2", "model.hidden_sizes=[32]", "trainer.max_epochs=1", f"data.root={mnist_root}", *TINY,
+            f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert [p.name for p in runs] == [
+        f"T={t},data.batch_size=16,data.val_size=16,model.hidden_sizes=[32],trainer.max_epochs=1" for t in (1, 2)
+    ]
+    for t, run in zip((1, 2), runs):
+        assert list(run.glob("events.out.tfevents.*"))
+        assert (run / ".hydra" / "config.yaml").exists()
+        assert json.loads((run / "results.json").read_text())["T"] == t
+    assert result.stdout.count("test/acc=") == 2

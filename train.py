@@ -1,0 +1,29 @@
+"""Train one configuration: `python train.py model=snn encoder=rate T=25` (add -m to sweep)."""
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from snn.config import ConfigError, validate
+from snn.data import DataError
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    try:
+        validate(cfg)
+        from snn.training import train  # imported after validation: bad input fails fast
+
+        hydra_cfg = HydraConfig.get()
+        results = train(cfg, Path(hydra_cfg.runtime.output_dir), dict(hydra_cfg.runtime.choices))
+    except (ConfigError, DataError) as error:
+        sys.exit(f"error: {error}")
+    print(f"test/acc={results['test/acc']:.4f} test/loss={results['test/loss']:.4f} run={results['run_dir']}")
+    return results["val/acc_best"] or results["test/acc"]
+
+
+if __name__ == "__main__":
+    main()
+
