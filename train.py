@@ -1,4 +1,5 @@
 """Train one configuration: `python train.py model=snn encoder=rate T=25` (add -m to sweep)."""
+import os
 import sys
 from pathlib import Path
 
@@ -20,7 +21,8 @@ def main(cfg: DictConfig) -> float:
         results = train(cfg, Path(hydra_cfg.runtime.output_dir), dict(hydra_cfg.runtime.choices))
     except (ConfigError, DataError) as error:
         sys.exit(f"error: {error}")
-    print(f"test/acc={results['test/acc']:.4f} test/loss={results['test/loss']:.4f} run={results['run_dir']}")
+    run = os.path.relpath(results["run_dir"])
+    print(f"test/acc={results['test/acc']:.4f} test/loss={results['test/loss']:.4f} run={run}")
     return results["val/acc_best"] or results["test/acc"]
 
 

@@ -32,10 +32,14 @@ class SpikingMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T, B = x.shape[:2]
-        h = x.reshape(T * B, -1)
-        for linear, neuron in zip(self.linears, self.neurons):
-            spikes, membrane = neuron.run(linear(h).view(T, B, -1))
-            h = spikes.view(T * B, -1)
+        if x.stride(0) == 0:  # the same input at every step (direct encoding): one product, not T
+            current = self.linears[0](x[0].reshape(B, -1)).expand(T, B, -1)
+        else:
+            current = self.linears[0](x.reshape(T * B, -1)).view(T, B, -1)
+        for i, neuron in enumerate(self.neurons):
+            if i:
+                current = self.linears[i](spikes.view(T * B, -1)).view(T, B, -1)
+            spikes, membrane = neuron.run(current)
         if self.readout == "spike_count":
             return spikes.sum(0)
         return membrane.mean(0)

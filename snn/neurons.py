@@ -46,7 +46,10 @@ class _LeakySequence(torch.autograd.Function):
         membrane, fired = ctx.saved_tensors
         b = ctx.beta
         # dL/dU[t] = dL/dS[t] * S'(U[t]) + dL/dU[t] (direct) + beta * keep[t] * dL/dU[t+1]
-        grad = torch.zeros_like(membrane) if grad_spikes is None else grad_spikes * ctx.surrogate.derivative(membrane - ctx.threshold)
+        if grad_spikes is None:
+            grad = torch.zeros_like(membrane)
+        else:
+            grad = ctx.surrogate.derivative(membrane - ctx.threshold).mul_(grad_spikes)
         if grad_membrane is not None:
             grad += grad_membrane
         keep = (~fired).to(membrane.dtype) if ctx.zero_reset else None

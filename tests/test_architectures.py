@@ -1,0 +1,35 @@
+from functools import partial
+
+import torch
+
+from snn.architectures import MLP, SpikingMLP
+from snn.encoders import DirectEncoder
+from snn.neurons import LIF
+
+
+def test_direct_input_is_computed_once_with_identical_results():
+    torch.manual_seed(0)
+    net = SpikingMLP(partial(LIF, beta=0.9), hidden_sizes=[40])
+    images = torch.rand(6, 1, 28, 28)
+    once = DirectEncoder(T=7)(images)
+    assert once.stride(0) == 0  # a view: the network sees the same input at every step
+
+    def run(x):
+        net.zero_grad()
+        logits = net(x)
+        (logits * torch.arange(10.0)).sum().backward()
+        return logits, [p.grad.clone() for p in net.parameters()]
+
+    fast, fast_grads = run(once)
+    slow, slow_grads = run(once.contiguous())
+    assert torch.equal(fast, slow)
+    for a, b in zip(fast_grads, slow_grads):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_membrane_readout_and_depth():
+    net = SpikingMLP(partial(LIF), hidden_sizes=[20, 30], readout="membrane")
+    assert [l.out_features for l in net.linears] == [20, 30, 10]
+    logits = net(torch.rand(3, 2, 1, 28, 28))
+    assert logits.shape == (2, 10) and logits.dtype == torch.float32
+    assert MLP(hidden_sizes=[20])(torch.rand(2, 1, 28, 28)).shape == (2, 10)
