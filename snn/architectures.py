@@ -5,6 +5,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from snn.spike_stats import Trace
+
 READOUTS = ("spike_count", "membrane")
 
 
@@ -30,19 +32,22 @@ class SpikingMLP(nn.Module):
         self.neurons = nn.ModuleList(neuron() for _ in self.linears)
         self.readout = readout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, trace: bool = False):
+        """Logits `[B, classes]`; with `trace=True`, `(logits, Trace)` for spike statistics and plots."""
         T, B = x.shape[:2]
         if x.stride(0) == 0:  # the same input at every step (direct encoding): one product, not T
             current = self.linears[0](x[0].reshape(B, -1)).expand(T, B, -1)
         else:
             current = self.linears[0](x.reshape(T * B, -1)).view(T, B, -1)
+        record = Trace(inputs=x)
         for i, neuron in enumerate(self.neurons):
             if i:
                 current = self.linears[i](spikes.view(T * B, -1)).view(T, B, -1)
             spikes, membrane = neuron.run(current)
-        if self.readout == "spike_count":
-            return spikes.sum(0)
-        return membrane.mean(0)
+            record.spikes.append(spikes)
+        record.membrane = membrane
+        logits = spikes.sum(0) if self.readout == "spike_count" else membrane.mean(0)
+        return (logits, record) if trace else logits
 
 
 class MLP(nn.Module):
@@ -59,5 +64,6 @@ class MLP(nn.Module):
         layers.append(nn.Linear(sizes[-1], num_classes))
         self.layers = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+    def forward(self, x: torch.Tensor, trace: bool = False):
+        logits = self.layers(x)
+        return (logits, Trace(inputs=x)) if trace else logits

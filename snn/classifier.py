@@ -1,10 +1,12 @@
-"""The LightningModule: encoder -> network -> cross-entropy, with accuracy per split."""
+"""The LightningModule: encoder -> network -> cross-entropy, with accuracy and spike statistics per split."""
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
+
+from snn.spike_stats import SpikeStats
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 SCHEDULES = ("none", "cosine")
@@ -19,15 +21,27 @@ class Classifier(pl.LightningModule):
         for stage in ("train", "val", "test"):
             setattr(self, f"{stage}_acc", MulticlassAccuracy(num_classes=10, average="micro"))
         self.best_val_acc = MaxMetric()
+        self.spike_stats = SpikeStats(net)
+        self.example = None  # (hidden spikes, output membrane, label) of the first validation sample
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if getattr(self.net, "spiking", False):
+    @property
+    def spiking(self) -> bool:
+        return getattr(self.net, "spiking", False)
+
+    def forward(self, images: torch.Tensor, trace: bool = False):
+        if self.spiking:
             images = self.encoder(images)
-        return self.net(images)
+        return self.net(images, trace=trace)
 
     def _step(self, batch, stage: str) -> torch.Tensor:
         images, labels = batch
-        logits = self(images)
+        if stage == "train":
+            logits = self(images)
+        else:
+            logits, trace = self(images, trace=True)
+            self.spike_stats.update(trace)
+            if stage == "val" and self.example is None and self.spiking:
+                self.example = (trace.spikes[0][:, 0].cpu(), trace.membrane[:, 0].cpu(), int(labels[0]))
         loss = F.cross_entropy(logits, labels)
         accuracy = getattr(self, f"{stage}_acc")
         accuracy(logits, labels)
@@ -47,10 +61,34 @@ class Classifier(pl.LightningModule):
     def on_train_start(self):
         self.best_val_acc.reset()  # forget the sanity-check batches
 
+    def on_validation_epoch_start(self):
+        self.spike_stats.reset()
+        self.example = None
+
+    on_test_epoch_start = on_validation_epoch_start
+
     def on_validation_epoch_end(self):
-        if not self.trainer.sanity_checking:
-            self.best_val_acc(self.val_acc.compute())
-            self.log("val/acc_best", self.best_val_acc.compute())
+        if self.trainer.sanity_checking:
+            return
+        self.best_val_acc(self.val_acc.compute())
+        self.log("val/acc_best", self.best_val_acc.compute())
+        self._log_spike_stats("val")
+
+    def on_test_epoch_end(self):
+        self._log_spike_stats("test")
+
+    def _log_spike_stats(self, stage: str) -> None:
+        for name, value in self.spike_stats.compute().items():
+            self.log(f"{stage}/{name}", value)
+        writer = getattr(self.logger, "experiment", None)
+        if stage != "val" or not self.spiking or not hasattr(writer, "add_figure"):
+            return
+        from snn.plots import activity_figure  # matplotlib only where figures are drawn
+
+        for i, rates in enumerate(self.spike_stats.per_neuron_rates(), start=1):
+            writer.add_histogram(f"val/neuron_firing_rate/layer{i}", rates, self.current_epoch)
+        threshold = getattr(self.net.neurons[-1], "threshold", None)
+        writer.add_figure("val/activity", activity_figure(*self.example[:2], threshold, self.example[2]), self.current_epoch)
 
     def configure_optimizers(self):
         cfg = self.optimizer_config

@@ -16,7 +16,8 @@ from snn.classifier import Classifier
 # In-memory tensors need no loader workers; Lightning's advice to add some does not apply.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
-HPARAM_METRICS = ("val/acc_best", "test/acc", "test/loss")
+HPARAM_METRICS = ("val/acc_best", "test/acc", "test/loss", "test/firing_rate/layer1", "test/spikes_per_sample",
+                  "test/synops", "test/macs", "test/energy_nJ")
 
 
 def describe(cfg: DictConfig, choices: dict) -> dict:
@@ -73,8 +74,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
     tested = trainer.test(module, datamodule=data, ckpt_path=best, verbose=False)[0]
     results = {
         **params,
-        "test/acc": tested["test/acc"],
-        "test/loss": tested["test/loss"],
+        **{k: v for k, v in tested.items() if k.startswith("test/")},
         "val/acc_best": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
         "epochs": trainer.current_epoch,
         "wall_time_s": round(time.time() - started, 1),

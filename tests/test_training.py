@@ -7,7 +7,7 @@ import pytest
 from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from snn.training import train
+from snn.training import HPARAM_METRICS, train
 from tests.conftest import ROOT, TINY
 
 
@@ -34,11 +34,16 @@ def test_short_training_learns_and_logs_everything(compose_cfg, tmp_path):
                               "optimizer.lr=5e-3", "encoder=direct")
     assert results["test/acc"] > 0.5  # 10 bar-shaped classes: far above chance (0.1)
     assert (tmp_path / "checkpoints" / "best.ckpt").exists() and (tmp_path / "checkpoints" / "last.ckpt").exists()
-    events = EventAccumulator(str(tmp_path)).Reload()
+    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0}).Reload()  # 0: keep every image
     scalars = set(events.Tags()["scalars"])
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/acc", "test/loss"} <= scalars
     assert len(events.Scalars("val/acc")) == 6  # one point per epoch
     assert results["val/acc_best"] == pytest.approx(max(e.value for e in events.Scalars("val/acc")))
+    stats = {"firing_rate/layer1", "firing_rate/layer2", "spikes_per_sample", "synops", "macs", "energy_nJ"}
+    assert {f"{stage}/{name}" for stage in ("val", "test") for name in stats} <= scalars
+    assert results["test/macs"] > 0 and results["test/synops"] > 0  # direct input: one dense layer, then spikes
+    assert len(events.Images("val/activity")) == 6  # the raster + membrane figure, every epoch
+    assert "val/neuron_firing_rate/layer1" in events.Tags()["histograms"]
 
 
 def test_hparams_tab_lists_choices_and_metrics(compose_cfg, tmp_path):
@@ -51,7 +56,8 @@ def test_hparams_tab_lists_choices_and_metrics(compose_cfg, tmp_path):
     assert session.hparams["neuron"].string_value == "plif"
     assert session.hparams["T"].number_value == 2
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    assert {m.name.tag for m in experiment.metric_infos} == {"val/acc_best", "test/acc", "test/loss"}
+    assert {m.name.tag for m in experiment.metric_infos} == set(HPARAM_METRICS)
+    assert {"val/acc_best", "test/acc", "test/energy_nJ", "test/synops"} <= set(HPARAM_METRICS)
 
 
 def test_multirun_leaves_one_folder_per_job(tmp_path, mnist_root):

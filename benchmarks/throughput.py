@@ -1,0 +1,200 @@
+"""Training throughput and activation memory of the 784-1000-10 spiking MLP, side by side.
+
+    python benchmarks/throughput.py                  # rate and direct input, T=25, batch 128
+    python benchmarks/throughput.py --device cuda    # the same on a GPU
+
+Compared in one process: this project's fused multi-step LIF; the usual snnTorch loop (nn.Linear +
+snntorch.Leaky per step); SpikingJelly's multi-step LIFNode (torch backend) when it is installed
+(`pip install -e .[bench]`). All use LIF beta=0.9 (SpikingJelly: tau=10, no input decay), threshold 1,
+subtract reset detached, the atan surrogate, cross-entropy on output spike counts and Adam.
+"""
+import argparse
+import os
+import platform
+import time
+from functools import partial
+
+import snntorch
+import torch
+import torch.nn.functional as F
+from snntorch import spikegen
+from torch import nn
+
+from snn.architectures import SpikingMLP
+from snn.data import load_mnist
+from snn.encoders import DirectEncoder, RateEncoder
+from snn.neurons import LIF
+
+
+class Ours(nn.Module):
+    def __init__(self, T, hidden, direct):
+        super().__init__()
+        self.encoder = DirectEncoder(T) if direct else RateEncoder(T)
+        self.net = SpikingMLP(partial(LIF, beta=0.9), [hidden])
+
+    def forward(self, images):
+        return self.net(self.encoder(images))
+
+
+class SnntorchLoop(nn.Module):
+    """The snnTorch tutorial way: one Python step at a time, the first layer recomputed each step."""
+
+    def __init__(self, T, hidden, direct):
+        super().__init__()
+        self.T, self.direct = T, direct
+        self.fc1, self.fc2 = nn.Linear(784, hidden), nn.Linear(hidden, 10)
+        grad = snntorch.surrogate.atan()
+        self.lif1, self.lif2 = snntorch.Leaky(beta=0.9, spike_grad=grad), snntorch.Leaky(beta=0.9, spike_grad=grad)
+
+    def forward(self, images):
+        x = images.flatten(1)
+        inputs = None if self.direct else spikegen.rate(x, num_steps=self.T)
+        mem1, mem2 = self.lif1.reset_mem(), self.lif2.reset_mem()
+        counts = 0
+        for step in range(self.T):
+            spk1, mem1 = self.lif1(self.fc1(x if self.direct else inputs[step]), mem1)
+            spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
+            counts = counts + spk2
+        return counts
+
+
+class SpikingJellyMultiStep(nn.Module):
+    def __init__(self, T, hidden, direct):
+        super().__init__()
+        from spikingjelly.activation_based import neuron, surrogate
+
+        lif = partial(neuron.LIFNode, tau=10.0, decay_input=False, v_reset=None, detach_reset=True,
+                      surrogate_function=surrogate.ATan(), step_mode="m")
+        self.encoder = RateEncoder(T)
+        self.fc1, self.lif1, self.fc2, self.lif2 = nn.Linear(784, hidden), lif(), nn.Linear(hidden, 10), lif()
+
+    def forward(self, images):
+        from spikingjelly.activation_based import functional
+
+        functional.reset_net(self)
+        x = self.encoder(images)
+        T, B = x.shape[:2]
+        h = self.lif1(self.fc1(x.view(T * B, -1)).view(T, B, -1))
+        return self.lif2(self.fc2(h.view(T * B, -1)).view(T, B, -1)).sum(0)
+
+
+def saved_for_backward_mib(model, images, labels) -> float:
+    """Bytes of the distinct storages autograd keeps for backward in one training step."""
+    storages = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = F.cross_entropy(model(images), labels)
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    return sum(storages.values()) / 2**20
+
+
+def samples_per_second(model, batches, steps: int, device) -> float:
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step(i):
+        images, labels = batches[i % len(batches)]
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+
+    for i in range(3):
+        step(i)
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    sync()
+    start = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    sync()
+    return steps * len(batches[0][1]) / (time.perf_counter() - start)
+
+
+def gemm_gflops(T, batch, hidden, device) -> float:
+    a, b = torch.randn(T * batch, 784, device=device), torch.randn(784, hidden, device=device)
+    for _ in range(3):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start, reps = time.perf_counter(), 10
+    for _ in range(reps):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * T * batch * 784 * hidden * reps / (time.perf_counter() - start) / 1e9
+
+
+def load_batches(args, device):
+    root = args.data or os.environ.get("SNN_DATA_DIR")
+    n = args.batch * 8
+    if root:
+        images, labels = load_mnist(root, train=True, download=False)
+        images, labels = images[:n], labels[:n]
+    else:  # MNIST-like sparsity: about 19% of pixels lit
+        images = torch.rand(n, 1, 28, 28) * (torch.rand(n, 1, 28, 28) < 0.19)
+        labels = torch.randint(0, 10, (n,))
+    images, labels = images.to(device), labels.to(device)
+    return [(images[i : i + args.batch], labels[i : i + args.batch]) for i in range(0, n, args.batch)], bool(root)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--T", type=int, default=25)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--hidden", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=30, help="timed training steps per implementation")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data", help="MNIST root (default: $SNN_DATA_DIR, else synthetic images)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    batches, real = load_batches(args, device)
+
+    candidates = [("rate", "this project (fused LIF)", Ours), ("rate", "snnTorch loop", SnntorchLoop)]
+    try:
+        import spikingjelly  # noqa: F401
+
+        candidates.append(("rate", "SpikingJelly multi-step", SpikingJellyMultiStep))
+    except ImportError:
+        print("SpikingJelly is not installed: skipped (pip install -e .[bench])")
+    candidates += [("direct", "this project (fused LIF)", Ours), ("direct", "snnTorch loop", SnntorchLoop)]
+
+    rows = []
+    for encoding, name, cls in candidates:
+        torch.manual_seed(0)
+        model = cls(args.T, args.hidden, encoding == "direct").to(device)
+        memory = saved_for_backward_mib(model, *batches[0])
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        speed = samples_per_second(model, batches, args.steps, device)
+        peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+        rows.append((encoding, name, speed, memory, peak))
+
+    gflops = gemm_gflops(args.T, args.batch, args.hidden, device)
+    # Linear layers per sample: forward, weight gradients, and the input gradient of layer 2.
+    flops = 2 * args.T * (784 * args.hidden * 2 + args.hidden * 10 * 3)
+    roofline = gflops * 1e9 / flops
+
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"device {device}{' (' + torch.cuda.get_device_name() + ')' if device.type == 'cuda' else ''}, "
+          f"{'MNIST' if real else 'synthetic'} images")
+    print(f"784-{args.hidden}-10 LIF, T={args.T}, batch {args.batch}, Adam, {args.steps} timed steps\n")
+    print("| input | implementation | samples/s | vs snnTorch | saved for backward (MiB) |" + (" peak CUDA (MiB) |" if device.type == "cuda" else ""))
+    print("|---|---|---:|---:|---:|" + ("---:|" if device.type == "cuda" else ""))
+    for encoding, name, speed, memory, peak in rows:
+        base = next(r[2] for r in rows if r[0] == encoding and r[1] == "snnTorch loop")
+        line = f"| {encoding} | {name} | {speed:,.0f} | {speed / base:.2f}x | {memory:,.1f} |"
+        print(line + (f" {peak:,.0f} |" if peak is not None else ""))
+    print(f"\ndense fp32 GEMM: {gflops:,.0f} GFLOP/s -> roofline for the linear layers alone: {roofline:,.0f} samples/s")
+    ours = {r[0]: r[2] for r in rows if r[1].startswith("this project")}
+    for encoding, name, speed, _, _ in rows:
+        if not name.startswith("this project"):
+            print(f"{encoding}: this project / {name} = {ours[encoding] / speed:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

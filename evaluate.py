@@ -1,0 +1,48 @@
+"""Evaluate a checkpoint on the test set, or classify images: see conf/evaluate.yaml."""
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from snn.config import ConfigError
+from snn.data import DataError
+from snn.digits import ImageError
+from snn.evaluation import (CheckpointError, classify_files, classify_test_sample, describe_model, evaluate_test_set,
+                            load_classifier, write_json)
+
+
+@hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        if OmegaConf.is_missing(cfg, "ckpt"):
+            raise ConfigError("ckpt is required: ckpt=outputs/<run>/checkpoints/best.ckpt")
+        torch.manual_seed(cfg.seed)
+        module, run_cfg = load_classifier(cfg.ckpt, cfg.T)
+        info = {"checkpoint": str(cfg.ckpt), **describe_model(module, run_cfg, module.run_config.get("choices", {}))}
+        if cfg.image is not None or cfg.sample is not None:
+            results = (classify_files(module, Path(cfg.image), out_dir) if cfg.image is not None
+                       else classify_test_sample(module, cfg.data.root, cfg.sample, out_dir, cfg.seed))
+            write_json(out_dir / "predictions.json", {**info, "predictions": results})
+            for r in results:
+                counts = f"  spike counts {r['spike_counts']}" if "spike_counts" in r else ""
+                truth = f" (true {r['label']})" if "label" in r else ""
+                print(f"{r['image']}: predicted {r['prediction']}{truth}  p={max(r['probabilities']):.3f}{counts}")
+        else:
+            metrics = {**info, **evaluate_test_set(module, cfg.data.root, cfg.data.batch_size, out_dir)}
+            write_json(out_dir / "metrics.json", metrics)
+            print(f"{'model':<10}{info['model']}  neuron={info['neuron']} encoder={info['encoder']} T={info['T']}")
+            for key, value in metrics.items():
+                if key.startswith("test/"):
+                    print(f"{key:<28}{value:.4f}" if value < 1e4 else f"{key:<28}{value:,.0f}")
+            print("per-class acc  " + "  ".join(f"{d}:{a:.3f}" for d, a in metrics["per_class_acc"].items()))
+    except (CheckpointError, ConfigError, DataError, ImageError) as error:
+        sys.exit(f"error: {error}")
+    print(f"written to {Path(out_dir).relative_to(Path.cwd()) if out_dir.is_relative_to(Path.cwd()) else out_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import open_dict
+from PIL import Image
+
+from snn.digits import load_digit
+from snn.training import train
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, mnist_root):
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF, TINY
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", return_hydra_config=True, overrides=[
+            f"data.root={mnist_root}", *TINY, "T=4", "model.hidden_sizes=[32]", "trainer.max_epochs=2"])
+    choices = dict(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg.hydra
+    run = tmp_path_factory.mktemp("run")
+    train(cfg, run, choices)
+    return run / "checkpoints" / "best.ckpt"
+
+
+def evaluate(*args, cwd, data_root):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SNN_DATA_DIR": str(data_root)}
+    return subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def only_output_dir(cwd):
+    (run,) = list((cwd / "outputs" / "eval").iterdir())
+    return run
+
+
+def light_digit_png(path, offset=(5, 40)):
+    """Dark ink on light paper, off-centre in a 90x120 photo."""
+    canvas = np.full((90, 120), 230, dtype=np.uint8)
+    y, x = offset
+    canvas[y : y + 40, x + 10 : x + 16] = 20  # a stroke of a "1"
+    canvas[y : y + 6, x + 4 : x + 16] = 20
+    Image.fromarray(canvas).save(path)
+    return path
+
+
+def test_checkpoint_on_test_set(checkpoint, mnist_root, tmp_path):
+    result = evaluate(f"ckpt={checkpoint}", cwd=tmp_path, data_root=mnist_root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = only_output_dir(tmp_path)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["T"] == 4 and metrics["model"] == "snn" and metrics["encoder"] == "rate"
+    assert 0 <= metrics["test/acc"] <= 1 and len(metrics["per_class_acc"]) == 10
+    assert sum(map(sum, metrics["confusion_matrix"])) == 32
+    assert metrics["test/synops"] > 0 and metrics["test/energy_nJ"] > 0
+    assert (out / "confusion_matrix.png").stat().st_size > 0
+    assert "test/acc" in result.stdout and "per-class acc" in result.stdout
+
+
+def test_time_steps_override_is_recorded(checkpoint, mnist_root, tmp_path):
+    result = evaluate(f"ckpt={checkpoint}", "T=9", cwd=tmp_path, data_root=mnist_root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = only_output_dir(tmp_path)
+    assert json.loads((out / "metrics.json").read_text())["T"] == 9
+    assert "T=9" in out.name
+
+
+def test_light_background_off_centre_digit_is_centred(tmp_path):
+    digit = load_digit(light_digit_png(tmp_path / "one.png"))[0]
+    assert digit.shape == (28, 28) and digit.max() == pytest.approx(1, abs=0.02)
+    assert digit[:3].sum() == 0 and digit[:, :3].sum() == 0  # background black, margins as in MNIST
+    rows, cols = torch.nonzero(digit > 0.2, as_tuple=True)
+    assert rows.max() - rows.min() + 1 <= 20 and cols.max() - cols.min() + 1 <= 20
+    com = (torch.stack(torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")) * digit).flatten(1).sum(1)
+    assert torch.allclose(com / digit.sum(), torch.tensor([14.0, 14.0]), atol=1.0)
+
+
+def test_classify_an_image_and_a_folder(checkpoint, mnist_root, tmp_path):
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    light_digit_png(folder / "a.png")
+    light_digit_png(folder / "b.jpg", offset=(40, 5))
+    result = evaluate(f"ckpt={checkpoint}", f"image={folder}", cwd=tmp_path, data_root=mnist_root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = only_output_dir(tmp_path)
+    predictions = json.loads((out / "predictions.json").read_text())["predictions"]
+    assert [p["image"].split("/")[-1] for p in predictions] == ["a.png", "b.jpg"]
+    for p in predictions:
+        assert 0 <= p["prediction"] <= 9 and sum(p["probabilities"]) == pytest.approx(1, abs=1e-3)
+        assert len(p["spike_counts"]) == 10
+    assert (out / "a.png").exists() and (out / "b.png").exists()
+    assert result.stdout.count("predicted") == 2
+
+
+def test_random_test_sample_has_its_label(checkpoint, mnist_root, tmp_path):
+    result = evaluate(f"ckpt={checkpoint}", "sample=random", cwd=tmp_path, data_root=mnist_root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (prediction,) = json.loads((only_output_dir(tmp_path) / "predictions.json").read_text())["predictions"]
+    assert "label" in prediction and "(true" in result.stdout
+
+
+@pytest.mark.parametrize("case", ["corrupt_image", "empty_folder", "missing_ckpt", "corrupt_ckpt"])
+def test_bad_input_is_one_clear_line(checkpoint, mnist_root, tmp_path, case):
+    ckpt, image = checkpoint, None
+    if case == "corrupt_image":
+        image = tmp_path / "bad.png"
+        image.write_bytes(b"this is not a png")
+    elif case == "empty_folder":
+        image = tmp_path / "empty"
+        image.mkdir()
+    elif case == "missing_ckpt":
+        ckpt = tmp_path / "nope.ckpt"
+    else:
+        ckpt = tmp_path / "broken.ckpt"
+        ckpt.write_bytes(checkpoint.read_bytes()[:1000])
+    args = [f"ckpt={ckpt}"] + ([f"image={image}"] if image else [])
+    result = evaluate(*args, cwd=tmp_path, data_root=mnist_root)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and str(image or ckpt) in last
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.glob("outputs/eval/*/*.json"))  # nothing half-written
