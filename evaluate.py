@@ -7,7 +7,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from snn.config import ConfigError
+from snn.config import ConfigError, quote_path_overrides
 from snn.data import DataError
 from snn.digits import ImageError
 from snn.evaluation import (CheckpointError, classify_files, classify_test_sample, describe_model, evaluate_test_set,
@@ -45,4 +45,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = quote_path_overrides(sys.argv[1:], ("ckpt", "image"))
     main()

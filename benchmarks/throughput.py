@@ -137,8 +137,10 @@ def load_batches(args, device):
     else:  # MNIST-like sparsity: about 19% of pixels lit
         images = torch.rand(n, 1, 28, 28) * (torch.rand(n, 1, 28, 28) < 0.19)
         labels = torch.randint(0, 10, (n,))
-    images, labels = images.to(device), labels.to(device)
-    return [(images[i : i + args.batch], labels[i : i + args.batch]) for i in range(0, n, args.batch)], bool(root)
+    # contiguous copies: a batch must not keep the whole dataset's storage alive (and counted as saved)
+    batches = [(images[i : i + args.batch].clone().to(device), labels[i : i + args.batch].clone().to(device))
+               for i in range(0, n, args.batch)]
+    return batches, bool(root)
 
 
 def main():
@@ -149,6 +151,7 @@ def main():
     parser.add_argument("--steps", type=int, default=30, help="timed training steps per implementation")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data", help="MNIST root (default: $SNN_DATA_DIR, else synthetic images)")
+    parser.add_argument("--only", help="run only the implementations whose name contains this text")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -164,6 +167,7 @@ def main():
     candidates += [("direct", "this project (fused LIF)", Ours), ("direct", "snnTorch loop", SnntorchLoop)]
 
     rows = []
+    candidates = [c for c in candidates if not args.only or args.only in c[1] or c[1] == "snnTorch loop"]
     for encoding, name, cls in candidates:
         torch.manual_seed(0)
         model = cls(args.T, args.hidden, encoding == "direct").to(device)

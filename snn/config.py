@@ -10,6 +10,18 @@ from snn.surrogates import SURROGATES
 OmegaConf.register_new_resolver("run_name", lambda overrides: overrides or "defaults", replace=True)
 
 
+def quote_path_overrides(argv: list[str], keys: tuple[str, ...]) -> list[str]:
+    """Quote `key=path` arguments for Hydra's override parser: run folders are named like
+    `T=25,encoder=rate`, and an unquoted `=` or `,` inside a path would be a syntax error."""
+    quoted = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key in keys and value and value[0] not in "'\"" and "'" not in value:
+            arg = f"{key}='{value}'"
+        quoted.append(arg)
+    return quoted
+
+
 class ConfigError(ValueError):
     """A config value outside what is allowed; its message is one line naming the key."""
 

@@ -26,7 +26,7 @@ def _membranes(ax, membrane: torch.Tensor, threshold: float | None, highlight: i
         ax.axhline(threshold, ls="--", color="grey", lw=0.8)
     ax.set_title("output membrane potential")
     ax.set_xlabel("time step")
-    ax.legend(ncol=5, fontsize=6, loc="upper left")
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5), handlelength=1, title="digit", title_fontsize=6)
 
 
 def activity_figure(hidden: torch.Tensor, membrane: torch.Tensor, threshold: float | None, label: int):
@@ -61,7 +61,7 @@ def inference_figure(image: torch.Tensor, scores: torch.Tensor, prediction: int,
     bars = axes[-1].bar(range(10), scores.numpy(), color="lightgrey", edgecolor="black")
     bars[prediction].set_color("tab:orange")
     axes[-1].set_xticks(range(10))
-    axes[-1].set_title(f"{score_name}: predicted {prediction}" + ("" if label is None else f", true {label}"))
+    axes[-1].set_title(f"{score_name}\npredicted {prediction}" + ("" if label is None else f", true {label}"))
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
