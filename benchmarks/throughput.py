@@ -11,6 +11,7 @@ subtract reset detached, the atan surrogate, cross-entropy on output spike count
 import argparse
 import os
 import platform
+import statistics
 import time
 from functools import partial
 
@@ -94,24 +95,31 @@ def saved_for_backward_mib(model, images, labels) -> float:
     return sum(storages.values()) / 2**20
 
 
-def samples_per_second(model, batches, steps: int, device) -> float:
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+class Trainer:
+    """Times training steps of one model; rounds of all models are interleaved so that a noisy
+    neighbour on the machine slows every implementation alike."""
 
-    def step(i):
-        images, labels = batches[i % len(batches)]
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(images), labels).backward()
-        optimizer.step()
+    def __init__(self, model, batches, device):
+        self.model, self.batches, self.device, self.i = model, batches, device, 0
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        self.rates = []
+        self.run(3)  # warm-up
 
-    for i in range(3):
-        step(i)
-    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
-    sync()
-    start = time.perf_counter()
-    for i in range(steps):
-        step(i)
-    sync()
-    return steps * len(batches[0][1]) / (time.perf_counter() - start)
+    def run(self, steps: int) -> None:
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else lambda: None
+        sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            images, labels = self.batches[self.i % len(self.batches)]
+            self.i += 1
+            self.optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(self.model(images), labels).backward()
+            self.optimizer.step()
+        sync()
+        self.rates.append(steps * len(labels) / (time.perf_counter() - start))
+
+    def samples_per_second(self) -> float:
+        return statistics.median(self.rates[1:])  # the first entry is the warm-up
 
 
 def gemm_gflops(T, batch, hidden, device) -> float:
@@ -148,7 +156,8 @@ def main():
     parser.add_argument("--T", type=int, default=25)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--hidden", type=int, default=1000)
-    parser.add_argument("--steps", type=int, default=30, help="timed training steps per implementation")
+    parser.add_argument("--steps", type=int, default=10, help="timed training steps per round")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is reported")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data", help="MNIST root (default: $SNN_DATA_DIR, else synthetic images)")
     parser.add_argument("--only", help="run only the implementations whose name contains this text")
@@ -166,17 +175,21 @@ def main():
         print("SpikingJelly is not installed: skipped (pip install -e .[bench])")
     candidates += [("direct", "this project (fused LIF)", Ours), ("direct", "snnTorch loop", SnntorchLoop)]
 
-    rows = []
     candidates = [c for c in candidates if not args.only or args.only in c[1] or c[1] == "snnTorch loop"]
+    trainers, memories, peaks = [], [], []
     for encoding, name, cls in candidates:
         torch.manual_seed(0)
         model = cls(args.T, args.hidden, encoding == "direct").to(device)
-        memory = saved_for_backward_mib(model, *batches[0])
+        memories.append(saved_for_backward_mib(model, *batches[0]))
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        speed = samples_per_second(model, batches, args.steps, device)
-        peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
-        rows.append((encoding, name, speed, memory, peak))
+        trainers.append(Trainer(model, batches, device))
+        peaks.append(torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None)
+    for _ in range(args.rounds):
+        for trainer in trainers:
+            trainer.run(args.steps)
+    rows = [(encoding, name, trainer.samples_per_second(), memory, peak)
+            for (encoding, name, _), trainer, memory, peak in zip(candidates, trainers, memories, peaks)]
 
     gflops = gemm_gflops(args.T, args.batch, args.hidden, device)
     # Linear layers per sample: forward, weight gradients, and the input gradient of layer 2.
@@ -186,7 +199,8 @@ def main():
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"device {device}{' (' + torch.cuda.get_device_name() + ')' if device.type == 'cuda' else ''}, "
           f"{'MNIST' if real else 'synthetic'} images")
-    print(f"784-{args.hidden}-10 LIF, T={args.T}, batch {args.batch}, Adam, {args.steps} timed steps\n")
+    print(f"784-{args.hidden}-10 LIF, T={args.T}, batch {args.batch}, Adam; median of {args.rounds} interleaved "
+          f"rounds of {args.steps} training steps\n")
     print("| input | implementation | samples/s | vs snnTorch | saved for backward (MiB) |" + (" peak CUDA (MiB) |" if device.type == "cuda" else ""))
     print("|---|---|---:|---:|---:|" + ("---:|" if device.type == "cuda" else ""))
     for encoding, name, speed, memory, peak in rows:

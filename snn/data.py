@@ -54,11 +54,14 @@ class MNISTDataModule(pl.LightningDataModule):
                             f"(the training set under {self.root} has {len(images)} images)")
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.split_seed))
         val, train = order[: self.val_size], order[self.val_size :]
-        self.splits = {
+        splits = {
             "train": (images[train], labels[train]),
             "val": (images[val], labels[val]),
             "test": load_mnist(self.root, train=False, download=self.download),
         }
+        # On a GPU the whole dataset (about 200 MB) lives there: batches are gathered on the device.
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        self.splits = {name: (x.to(device), y.to(device)) for name, (x, y) in splits.items()}
 
     def train_dataloader(self):
         return _loader(*self.splits["train"], self.batch_size, shuffle=True)

@@ -33,11 +33,13 @@ def _grads(run, current, *params):
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
 @pytest.mark.parametrize("surrogate", sorted(SURROGATES))
 @pytest.mark.parametrize("T", [1, 50])
-def test_lif_matches_snntorch_leaky_step_for_step(reset, surrogate, T):
+@pytest.mark.parametrize("leak", ["lif", "if"])
+def test_fused_neuron_matches_snntorch_leaky_step_for_step(reset, surrogate, T, leak):
     torch.manual_seed(0)
-    current = (torch.randn(T, 8, 33) * 0.8 + 0.4).requires_grad_()
-    ours = LIF(beta=0.85, threshold=0.7, reset=reset, surrogate=surrogate)
-    theirs = SnntorchLeaky(beta=0.85, threshold=0.7, reset=reset, surrogate=surrogate)
+    current = (torch.randn(T, 8, 33) * 0.8 + (0.4 if leak == "lif" else 0.1)).requires_grad_()
+    beta = 0.85 if leak == "lif" else 1.0
+    ours = LIF(beta, 0.7, reset, surrogate) if leak == "lif" else IF(0.7, reset, surrogate)
+    theirs = SnntorchLeaky(beta=beta, threshold=0.7, reset=reset, surrogate=surrogate)
     assert isinstance(theirs.leaky, snntorch.Leaky)
     s1, m1, (g1,) = _grads(ours.run, current)
     s2, m2, (g2,) = _grads(theirs.run, current)
