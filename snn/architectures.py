@@ -1,5 +1,9 @@
-"""Network architectures. Spiking nets take `[T, B, ...]` and run stateless layers on the
-time-flattened `[T*B, ...]` batch; `spiking = False` nets take the plain `[B, ...]` image."""
+"""Network architectures.
+
+Spiking nets are a chain of stages: a stage's stateless layers (Linear or Conv2d + BatchNorm, with any pooling
+before them) run once on the time-flattened `[T*B, ...]` batch, then its spiking neuron runs over `[T, B, ...]`.
+Non-spiking baselines (`spiking = False`) take the plain `[B, ...]` image.
+"""
 from collections.abc import Callable, Sequence
 
 import torch
@@ -10,48 +14,75 @@ from snn.spike_stats import Trace
 READOUTS = ("spike_count", "membrane")
 
 
-def _check_sizes(hidden_sizes: Sequence[int]) -> list[int]:
-    sizes = list(hidden_sizes)
+def _check_sizes(sizes: Sequence[int], what: str = "hidden sizes") -> list[int]:
+    sizes = list(sizes)
     if any(int(h) != h or h < 1 for h in sizes):
-        raise ValueError(f"hidden sizes must be positive integers, got {sizes}")
+        raise ValueError(f"{what} must be positive integers, got {sizes}")
     return [int(h) for h in sizes]
 
 
-class SpikingMLP(nn.Module):
-    """784 -> hidden... -> 10, every Linear followed by a spiking neuron (output layer included)."""
-
+class SpikingNet(nn.Module):
     spiking = True
 
-    def __init__(self, neuron: Callable[[], nn.Module], hidden_sizes: Sequence[int] = (1000,),
-                 readout: str = "spike_count", in_features: int = 784, num_classes: int = 10):
+    def __init__(self, stages: list[nn.Module], neuron: Callable[[], nn.Module], readout: str):
         super().__init__()
         if readout not in READOUTS:
             raise ValueError(f"unknown readout {readout!r}; allowed: {', '.join(READOUTS)}")
-        sizes = [in_features, *_check_sizes(hidden_sizes), num_classes]
-        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.neurons = nn.ModuleList(neuron() for _ in self.linears)
+        self.stages = nn.ModuleList(stages)
+        self.neurons = nn.ModuleList(neuron() for _ in stages)
         self.readout = readout
 
     def forward(self, x: torch.Tensor, trace: bool = False):
         """Logits `[B, classes]`; with `trace=True`, `(logits, Trace)` for spike statistics and plots."""
         T, B = x.shape[:2]
-        if x.stride(0) == 0:  # the same input at every step (direct encoding): one product, not T
-            current = self.linears[0](x[0].reshape(B, -1)).expand(T, B, -1)
-        else:
-            current = self.linears[0](x.reshape(T * B, -1)).view(T, B, -1)
-        record = Trace(inputs=x)
-        for i, neuron in enumerate(self.neurons):
-            if i:
-                current = self.linears[i](spikes.view(T * B, -1)).view(T, B, -1)
-            spikes, membrane = neuron.run(current)
-            record.spikes.append(spikes)
+        record, h = Trace(inputs=x), x
+        for stage, neuron in zip(self.stages, self.neurons):
+            if h.stride(0) == 0:  # the same input at every step (direct encoding): run the stage once, not T times
+                current = stage(h[0])
+                current = current.expand(T, *current.shape)
+            else:
+                current = stage(h.flatten(0, 1))
+                current = current.view(T, B, *current.shape[1:])
+            h, membrane = neuron.run(current)
+            record.spikes.append(h)
         record.membrane = membrane
-        logits = spikes.sum(0) if self.readout == "spike_count" else membrane.mean(0)
+        logits = h.sum(0) if self.readout == "spike_count" else membrane.mean(0)
         return (logits, record) if trace else logits
 
 
+class SpikingMLP(SpikingNet):
+    """784 -> hidden... -> 10, every Linear followed by a spiking neuron (output layer included)."""
+
+    def __init__(self, neuron: Callable[[], nn.Module], hidden_sizes: Sequence[int] = (1000,),
+                 readout: str = "spike_count", in_features: int = 784, num_classes: int = 10):
+        sizes = [in_features, *_check_sizes(hidden_sizes), num_classes]
+        stages = [nn.Sequential(nn.Flatten(), nn.Linear(a, b)) for a, b in zip(sizes[:-1], sizes[1:])]
+        super().__init__(stages, neuron, readout)
+
+
+def _conv_stages(channels: Sequence[int], hidden_size: int, num_classes: int) -> list[nn.Sequential]:
+    """conv-BN (-pool) x len(channels), then FC hidden, then FC out; pooling opens the following stage."""
+    channels = [1, *_check_sizes(channels, "channels")]
+    stages = []
+    for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
+        pool = [nn.MaxPool2d(2)] if i else []
+        stages.append(nn.Sequential(*pool, nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out)))
+    side = 28 // 2 ** (len(channels) - 1)
+    stages.append(nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), nn.Linear(channels[-1] * side * side, hidden_size)))
+    stages.append(nn.Sequential(nn.Linear(hidden_size, num_classes)))
+    return stages
+
+
+class SpikingCNN(SpikingNet):
+    """(conv3x3-BN-spike-maxpool) per entry of `channels` -> FC hidden (spiking) -> FC 10 (spiking)."""
+
+    def __init__(self, neuron: Callable[[], nn.Module], channels: Sequence[int] = (32, 64), hidden_size: int = 128,
+                 readout: str = "membrane", num_classes: int = 10):
+        super().__init__(_conv_stages(channels, hidden_size, num_classes), neuron, readout)
+
+
 class MLP(nn.Module):
-    """The ANN baseline: the same shape with ReLU."""
+    """The ANN baseline: the MLP shape with ReLU."""
 
     spiking = False
 
@@ -67,3 +98,13 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor, trace: bool = False):
         logits = self.layers(x)
         return (logits, Trace(inputs=x)) if trace else logits
+
+
+class CNN(MLP):
+    """The ANN counterpart of SpikingCNN: the same stages with ReLU in place of spiking neurons."""
+
+    def __init__(self, channels: Sequence[int] = (32, 64), hidden_size: int = 128, num_classes: int = 10):
+        nn.Module.__init__(self)
+        stages = _conv_stages(channels, hidden_size, num_classes)
+        layers = [m for stage in stages[:-1] for m in (*stage, nn.ReLU())] + list(stages[-1])
+        self.layers = nn.Sequential(*layers)

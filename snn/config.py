@@ -49,10 +49,15 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.optimizer.name in OPTIMIZERS, "optimizer.name", cfg.optimizer.name, ", ".join(OPTIMIZERS))
     _require(cfg.optimizer.schedule in SCHEDULES, "optimizer.schedule", cfg.optimizer.schedule, ", ".join(SCHEDULES))
 
-    hidden = OmegaConf.select(cfg, "model.hidden_sizes")
-    if hidden is not None:
-        ok = all(isinstance(h, int) and h >= 1 for h in hidden)
-        _require(ok, "model.hidden_sizes", OmegaConf.to_container(hidden), "a list of integers >= 1, e.g. [1000] or [500,500]")
+    for key, example in (("model.hidden_sizes", "[1000] or [500,500]"), ("model.channels", "[32,64]")):
+        sizes = OmegaConf.select(cfg, key)
+        if sizes is not None:
+            ok = OmegaConf.is_list(sizes) and len(sizes) > 0 and all(isinstance(h, int) and h >= 1 for h in sizes)
+            _require(ok, key, OmegaConf.to_container(sizes) if OmegaConf.is_list(sizes) else sizes,
+                     f"a list of integers >= 1, e.g. {example}")
+    hidden_size = OmegaConf.select(cfg, "model.hidden_size")
+    if hidden_size is not None:
+        _require(isinstance(hidden_size, int) and hidden_size >= 1, "model.hidden_size", hidden_size, "an integer >= 1")
     readout = OmegaConf.select(cfg, "model.readout")
     if readout is not None:
         _require(readout in READOUTS, "model.readout", readout, ", ".join(READOUTS))

@@ -1,41 +1,76 @@
 """Spike statistics per inference: firing rates, synaptic operations and an energy estimate.
 
 - firing rate of a spiking layer: mean spikes per neuron per time step.
-- SynOps: each spike that reaches a Linear layer triggers one accumulate per output neuron (its fan-out),
-  so a layer costs (spikes into it) x (its out_features) accumulates.
-- MACs: dense multiply-accumulates, in_features x out_features per product. They are counted for every layer
-  of an ANN and for the first layer of a spiking net whose input is analog (`encoder=direct`); that input is
-  the same at every step, so its product is computed, and counted, once per sample.
+- SynOps: each spike that reaches a weighted layer triggers one accumulate per synapse it drives (its fan-out:
+  every output of a Linear, C_out x k x k outputs of a convolution, fewer at the borders). They are counted
+  exactly by running the layer with all weights set to 1 on the binary spikes and summing the result.
+- MACs: dense multiply-accumulates of a weighted layer on analog input: every layer of an ANN, and the first
+  layer of a spiking net under `encoder=direct` (the same current at every step, so computed, and counted,
+  once per sample).
 - energy per sample = 0.9 pJ x SynOps + 4.6 pJ x MACs (45 nm CMOS figures, Horowitz 2014).
 """
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 PJ_PER_AC, PJ_PER_MAC = 0.9, 4.6
+WEIGHTED = (nn.Linear, nn.Conv2d)
 
 
 @dataclass
 class Trace:
-    """What a forward pass did: the first layer's input, each spiking layer's spikes, the output membrane."""
+    """What a forward pass did: the first stage's input, each spiking stage's spikes, the output membrane."""
 
     inputs: torch.Tensor
-    spikes: list[torch.Tensor] = field(default_factory=list)  # [T, B, N] per spiking layer
-    membrane: torch.Tensor | None = None  # [T, B, classes] of the output layer
+    spikes: list[torch.Tensor] = field(default_factory=list)  # [T, B, ...] per spiking stage
+    membrane: torch.Tensor | None = None  # [T, B, classes] of the output stage
 
 
-def _is_spikes(x: torch.Tensor) -> bool:
+def is_spikes(x: torch.Tensor) -> bool:
     return x.stride(0) != 0 and bool(((x == 0) | (x == 1)).all())
+
+
+def count_accumulates(layers: nn.Module, x: torch.Tensor) -> float:
+    """Accumulates the weighted layer in `layers` performs on input `x` if only nonzero inputs count."""
+    for layer in layers.modules() if isinstance(layers, nn.Sequential) else [layers]:
+        if isinstance(layer, nn.Sequential):
+            continue
+        if isinstance(layer, nn.Linear):
+            return float((x != 0).sum()) * layer.out_features
+        if isinstance(layer, nn.Conv2d):
+            ones = torch.ones(1, *layer.weight.shape[1:], device=x.device)
+            reached = F.conv2d((x != 0).float(), ones, stride=layer.stride, padding=layer.padding)
+            return float(reached.sum()) * layer.out_channels
+        if not isinstance(layer, nn.BatchNorm2d):  # BN folds into the weights: no operations of its own
+            x = layer(x)
+    raise ValueError(f"no Linear or Conv2d in {layers}")
 
 
 class SpikeStats:
     """Accumulates a Trace per batch; `compute()` returns per-sample averages."""
 
     def __init__(self, net: nn.Module):
-        self.linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+        self.net = net
         self.spiking = getattr(net, "spiking", False)
+        self.dense_macs: list[float] | None = None  # per weighted layer, measured on the first batch's shape
         self.reset()
+
+    def _dense_macs(self, inputs: torch.Tensor) -> list[float]:
+        """MACs per sample of each weighted layer on dense input, read off one forward pass of one sample."""
+        weighted = [m for m in self.net.modules() if isinstance(m, WEIGHTED)]
+        macs = []
+        hooks = [layer.register_forward_pre_hook(lambda m, args: macs.append(count_accumulates(m, torch.ones_like(args[0][:1]))))
+                 for layer in weighted]
+        dummy = torch.zeros_like(inputs[:1, :1] if self.spiking else inputs[:1])
+        training = self.net.training
+        with torch.no_grad():
+            self.net.eval()(dummy)  # eval: leave BatchNorm's running statistics alone
+        self.net.train(training)
+        for hook in hooks:
+            hook.remove()
+        return macs
 
     def reset(self) -> None:
         self.samples, self.synops, self.macs = 0, 0.0, 0.0
@@ -45,33 +80,33 @@ class SpikeStats:
 
     @torch.no_grad()
     def update(self, trace: Trace) -> None:
-        batch = trace.inputs.shape[1] if self.spiking else trace.inputs.shape[0]
-        self.samples += batch
+        if self.dense_macs is None:
+            self.dense_macs = self._dense_macs(trace.inputs)
         if not self.spiking:
-            self.macs += batch * sum(l.in_features * l.out_features for l in self.linears)
+            self.samples += trace.inputs.shape[0]
+            self.macs += trace.inputs.shape[0] * sum(self.dense_macs)
             return
-        first = self.linears[0]
-        if _is_spikes(trace.inputs):
-            self.synops += float(trace.inputs.sum()) * first.out_features
-        else:
-            self.macs += batch * first.in_features * first.out_features
-        for spikes, linear in zip(trace.spikes, self.linears[1:]):
-            self.synops += float(spikes.sum()) * linear.out_features
+        T, batch = trace.inputs.shape[:2]
+        self.samples += batch
+        stage_inputs = [trace.inputs, *trace.spikes[:-1]]
+        for i, (stage, x) in enumerate(zip(self.net.stages, stage_inputs)):
+            if is_spikes(x):
+                self.synops += count_accumulates(stage, x.flatten(0, 1))
+            else:
+                self.macs += batch * self.dense_macs[i]
         if not self.layer_spikes:
             self.layer_spikes = [0.0] * len(trace.spikes)
             self.layer_steps = [0] * len(trace.spikes)
-            self.neuron_rates = [torch.zeros(s.shape[-1]) for s in trace.spikes]
+            self.neuron_rates = [torch.zeros(s[0, 0].numel()) for s in trace.spikes]
         for i, spikes in enumerate(trace.spikes):
             self.layer_spikes[i] += float(spikes.sum())
             self.layer_steps[i] += spikes.numel()
-            # per-neuron rate over time, summed over the batch
-            self.neuron_rates[i] += spikes.float().mean(0).sum(0).cpu()
+            self.neuron_rates[i] += spikes.float().mean(0).flatten(1).sum(0).cpu()
 
     def compute(self) -> dict[str, float]:
         n = max(self.samples, 1)
-        stats = {}
-        for i, (spikes, steps) in enumerate(zip(self.layer_spikes, self.layer_steps), start=1):
-            stats[f"firing_rate/layer{i}"] = spikes / max(steps, 1)
+        stats = {f"firing_rate/layer{i}": s / max(steps, 1)
+                 for i, (s, steps) in enumerate(zip(self.layer_spikes, self.layer_steps), start=1)}
         if self.spiking:
             stats["spikes_per_sample"] = sum(self.layer_spikes) / n
         stats["synops"] = self.synops / n

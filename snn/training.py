@@ -20,16 +20,17 @@ HPARAM_METRICS = ("val/acc_best", "test/acc", "test/loss", "test/firing_rate/lay
                   "test/synops", "test/macs", "test/energy_nJ")
 
 
-def describe(cfg: DictConfig, choices: dict) -> dict:
+def describe(cfg: DictConfig, choices: dict, spiking: bool) -> dict:
     """The run's comparable choices (TensorBoard HParams, results.json). Baselines record T=1 and no encoder."""
-    spiking = cfg.model._target_.split(".")[-1].lower().startswith("spiking")
     neuron = cfg.neuron
     return {
         "model": choices.get("model", "?"),
+        "baseline": choices.get("baseline") or "none",
         "neuron": choices.get("neuron", "?") if spiking else "none",
         "encoder": choices.get("encoder", "?") if spiking else "none",
         "T": cfg.T if spiking else 1,
-        "hidden_sizes": str(list(cfg.model.get("hidden_sizes", []))),
+        "hidden_sizes": str(list(cfg.model.get("hidden_sizes", [cfg.model.get("hidden_size", 0)]))),
+        "channels": str(list(cfg.model.get("channels", []))),
         "readout": cfg.model.get("readout", "logits"),
         "beta": float(neuron.get("beta", 1.0)) if spiking else 0.0,
         "threshold": float(neuron.threshold) if spiking else 0.0,
@@ -56,9 +57,9 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
     started = time.time()
     run_dir = Path(run_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    params = describe(cfg, choices)
     net = instantiate(cfg.model)
-    encoder = instantiate(cfg.encoder) if getattr(net, "spiking", False) else None
+    params = describe(cfg, choices, net.spiking)
+    encoder = instantiate(cfg.encoder) if net.spiking else None
     module = Classifier(net, encoder, OmegaConf.to_container(cfg.optimizer, resolve=True),
                         run_config={"config": OmegaConf.to_container(cfg, resolve=True), "choices": choices})
     data = instantiate(cfg.data)

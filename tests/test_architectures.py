@@ -2,7 +2,7 @@ from functools import partial
 
 import torch
 
-from snn.architectures import MLP, SpikingMLP
+from snn.architectures import CNN, MLP, SpikingCNN, SpikingMLP
 from snn.encoders import DirectEncoder
 from snn.neurons import LIF
 
@@ -29,7 +29,18 @@ def test_direct_input_is_computed_once_with_identical_results():
 
 def test_membrane_readout_and_depth():
     net = SpikingMLP(partial(LIF), hidden_sizes=[20, 30], readout="membrane")
-    assert [l.out_features for l in net.linears] == [20, 30, 10]
+    assert [stage[-1].out_features for stage in net.stages] == [20, 30, 10]
     logits = net(torch.rand(3, 2, 1, 28, 28))
     assert logits.shape == (2, 10) and logits.dtype == torch.float32
     assert MLP(hidden_sizes=[20])(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_conv_architectures_shapes_and_direct_shortcut():
+    torch.manual_seed(0)
+    net = SpikingCNN(partial(LIF), channels=[4, 8], hidden_size=16)
+    images = torch.rand(3, 1, 28, 28)
+    net.eval()  # BatchNorm with running statistics: the shortcut and the full path must agree exactly
+    once = net(DirectEncoder(T=4)(images))
+    assert once.shape == (3, 10)
+    assert torch.allclose(once, net(DirectEncoder(T=4)(images).contiguous()), atol=1e-6)
+    assert CNN(channels=[4, 8], hidden_size=16)(images).shape == (3, 10)

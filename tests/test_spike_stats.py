@@ -3,7 +3,7 @@ from functools import partial
 import pytest
 import torch
 
-from snn.architectures import MLP, SpikingMLP
+from snn.architectures import CNN, MLP, SpikingCNN, SpikingMLP
 from snn.neurons import LIF
 from snn.spike_stats import PJ_PER_AC, PJ_PER_MAC, SpikeStats, Trace
 
@@ -44,3 +44,26 @@ def test_ann_counts_macs_of_every_layer():
     result = stats.compute()
     assert result["macs"] == 784 * 100 + 100 * 10 and result["synops"] == 0
     assert result["energy_nJ"] == pytest.approx(result["macs"] * PJ_PER_MAC / 1000)
+
+
+def test_conv_synops_count_each_spike_once_per_synapse_it_drives():
+    net = SpikingCNN(partial(LIF), channels=[2], hidden_size=3)  # conv 1->2 (3x3, pad 1), pool, fc 392->3, fc 3->10
+    inputs = torch.zeros(1, 1, 1, 28, 28)
+    inputs[0, 0, 0, 10, 10] = 1  # interior pixel: reaches 3x3 positions x 2 channels
+    inputs[0, 0, 0, 0, 0] = 1  # corner pixel: reaches 2x2 positions x 2 channels
+    conv_spikes = torch.zeros(1, 1, 2, 28, 28)
+    conv_spikes[0, 0, 1, 5, 5] = 1  # survives the 2x2 max-pool as one spike into fc (fan-out 3)
+    conv_spikes[0, 0, 1, 5, 4] = 1  # same pooling window: still one spike after pooling
+    fc_spikes = torch.tensor([[[1.0, 1, 0]]])  # 2 spikes into the 10-way output
+    trace = Trace(inputs=inputs, spikes=[conv_spikes, fc_spikes, torch.zeros(1, 1, 10)])
+    stats = SpikeStats(net)
+    stats.update(trace)
+    assert stats.compute()["synops"] == (9 + 4) * 2 + 1 * 3 + 2 * 10
+
+
+def test_cnn_macs_match_the_layer_shapes():
+    stats = SpikeStats(CNN(channels=[4, 8], hidden_size=16))
+    stats.update(Trace(inputs=torch.rand(2, 1, 28, 28)))
+    conv1 = 4 * (28 * 3 - 2) ** 2  # 3x3 with padding: border outputs see fewer real inputs
+    assert stats.dense_macs[0] == conv1
+    assert stats.dense_macs[2:] == [8 * 7 * 7 * 16, 16 * 10]
