@@ -5,6 +5,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from snn.config import ConfigError, validate
@@ -20,6 +21,9 @@ def main(cfg: DictConfig) -> float:
         hydra_cfg = HydraConfig.get()
         results = train(cfg, Path(hydra_cfg.runtime.output_dir), dict(hydra_cfg.runtime.choices))
     except (ConfigError, DataError) as error:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            print(f"error: {error}", file=sys.stderr)
+            raise  # an exception, not an exit: the sweep's other jobs still run and keep their results
         sys.exit(f"error: {error}")
     run = os.path.relpath(results["run_dir"])
     print(f"test/acc={results['test/acc']:.4f} test/loss={results['test/loss']:.4f} run={run}")

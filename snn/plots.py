@@ -7,7 +7,8 @@ import torch  # noqa: E402
 
 
 def _raster(ax, spikes: torch.Tensor, title: str, ylabel: str) -> None:
-    """spikes: [T, N] for one sample."""
+    """spikes: [T, ...] for one sample (a conv layer's maps are flattened to neurons)."""
+    spikes = spikes.reshape(spikes.shape[0], -1)
     t, n = spikes.nonzero(as_tuple=True)
     ax.scatter(t.numpy(), n.numpy(), s=2, marker="|", color="black", linewidths=0.6)
     ax.set_xlim(-0.5, spikes.shape[0] - 0.5)

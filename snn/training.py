@@ -5,6 +5,7 @@ import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -56,6 +57,8 @@ def _log_hparams(logger: TensorBoardLogger, params: dict) -> None:
 def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
     started = time.time()
     run_dir = Path(run_dir)
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(cfg.torch_threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     net = instantiate(cfg.model)
     params = describe(cfg, choices, net.spiking)

@@ -9,6 +9,7 @@ from snn.config import ConfigError, validate
 from tests.conftest import CONF, ROOT
 
 GROUPS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml")) for group in ("model", "neuron", "encoder")}
+PRESETS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml")) for group in ("baseline", "experiment")}
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, options in GROUPS.items() for o in options])
@@ -27,6 +28,27 @@ def test_every_option_composes_and_instantiates(compose_cfg, group, option):
         assert built(x).shape == (2, 10)
 
 
+@pytest.mark.parametrize("group,option", [(g, o) for g, options in PRESETS.items() for o in options])
+def test_every_preset_composes_and_builds(compose_cfg, group, option):
+    cfg = compose_cfg(f"{group}={option}")
+    validate(cfg)
+    net = instantiate(cfg.model)
+    x = torch.rand(cfg.T, 2, 1, 28, 28) if net.spiking else torch.rand(2, 1, 28, 28)
+    assert net(x).shape == (2, 10)
+
+
+def test_single_step_experiment_is_one_step_on_the_analog_image(compose_cfg):
+    cfg = compose_cfg("experiment=single_step", hydra=True)
+    choices = cfg.hydra.runtime.choices
+    assert (cfg.T, choices.model, choices.encoder, cfg.model.readout) == (1, "snn", "direct", "membrane")
+
+
+def test_optuna_search_composes(compose_cfg):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    cfg = compose_cfg("hparams_search=optuna", hydra=True)
+    assert cfg.hydra.sweeper.direction == "maximize" and "optimizer.lr" in cfg.hydra.sweeper.params
+
+
 @pytest.mark.parametrize("override,key", [
     ("T=0", "T"),
     ("neuron.threshold=0", "neuron.threshold"),
@@ -37,10 +59,11 @@ def test_every_option_composes_and_instantiates(compose_cfg, group, option):
     ("neuron.reset=never", "neuron.reset"),
     ("optimizer.lr=-1", "optimizer.lr"),
     ("model.hidden_sizes=[0]", "model.hidden_sizes"),
+    ("model=csnn model.channels=[]", "model.channels"),
 ])
 def test_invalid_values_name_the_key(compose_cfg, override, key):
     with pytest.raises(ConfigError, match=rf"^{key}=.*allowed"):
-        validate(compose_cfg(override))
+        validate(compose_cfg(*override.split()))
 
 
 def test_plif_rejects_beta_one(compose_cfg):

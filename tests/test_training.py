@@ -19,13 +19,14 @@ def _train_composed(compose_cfg, run_dir, *overrides):
     return train(cfg, run_dir, choices)
 
 
-@pytest.mark.parametrize("model", ["snn", "ann"])
+@pytest.mark.parametrize("model", ["snn", "ann", "csnn", "cnn"])
 def test_fast_dev_run(compose_cfg, tmp_path, model):
     results = _train_composed(compose_cfg, tmp_path, f"model={model}", "T=4", "trainer.fast_dev_run=true")
+    spiking = model.endswith("snn")
     assert 0.0 <= results["test/acc"] <= 1.0
     assert results["model"] == model
-    assert results["T"] == (4 if model == "snn" else 1)
-    assert results["encoder"] == ("rate" if model == "snn" else "none")
+    assert results["T"] == (4 if spiking else 1)
+    assert results["encoder"] == ("rate" if spiking else "none")
     assert json.loads((tmp_path / "results.json").read_text()) == results
 
 
