@@ -20,7 +20,7 @@ def main(cfg: DictConfig) -> float:
 
         hydra_cfg = HydraConfig.get()
         results = train(cfg, Path(hydra_cfg.runtime.output_dir), dict(hydra_cfg.runtime.choices))
-    except (ConfigError, DataError) as error:
+    except (ConfigError, DataError, FloatingPointError) as error:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             print(f"error: {error}", file=sys.stderr)
             raise  # an exception, not an exit: the sweep's other jobs still run and keep their results

@@ -50,7 +50,11 @@ class Classifier(pl.LightningModule):
         return loss
 
     def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
+        loss = self._step(batch, "train")
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"train/loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
+                                     "stopped (checkpoints/ keeps the last good epoch): lower optimizer.lr?")
+        return loss
 
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")

@@ -1,4 +1,7 @@
 """Checks of the public config keys, run before anything is built, loaded or written."""
+import sys
+
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from snn.architectures import READOUTS
@@ -75,3 +78,15 @@ def validate(cfg: DictConfig) -> None:
         _require(_number(cfg, "neuron.slope") > 0, "neuron.slope", neuron.slope, "a number > 0, or null for the surrogate's default")
     if "gain" in cfg.encoder:
         _require(_number(cfg, "encoder.gain") > 0, "encoder.gain", cfg.encoder.gain, "a number > 0")
+
+
+class ValidateOnStart(Callback):
+    """Checks the composed config before Hydra creates any run folder (train.py checks each job again)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        try:
+            validate(config)
+        except ConfigError as error:
+            sys.exit(f"error: {error}")
+
+    on_multirun_start = on_run_start

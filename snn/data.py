@@ -1,4 +1,6 @@
 """MNIST held in memory as tensors; batches are gathered by index, never decoded per sample."""
+import math
+import struct
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -11,9 +13,27 @@ class DataError(RuntimeError):
     """The dataset could not be found, fetched or read."""
 
 
+def check_idx(path: Path) -> None:
+    """Refuse a truncated or foreign file with its name, before torchvision fails deep inside on it."""
+    with path.open("rb") as f:
+        magic = f.read(4)
+        if len(magic) < 4 or magic[:3] != b"\0\0\x08" or not 1 <= magic[3] <= 3:
+            raise DataError(f"{path}: not an MNIST IDX file (its header is {magic.hex() or 'empty'})")
+        dims = f.read(4 * magic[3])
+    if len(dims) < 4 * magic[3]:
+        raise DataError(f"{path}: truncated IDX file (it ends inside the header)")
+    expected = 4 + len(dims) + math.prod(struct.unpack(f">{magic[3]}I", dims))
+    if path.stat().st_size != expected:
+        raise DataError(f"{path}: truncated or corrupt IDX file ({path.stat().st_size} bytes, its header promises {expected})")
+
+
 def load_mnist(root: str | Path, train: bool, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Images as float32 `[N, 1, 28, 28]` in [0, 1] and int64 labels; downloads only if the raw files are missing."""
     raw = Path(root) / "MNIST" / "raw"
+    prefix = "train" if train else "t10k"
+    for name in (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"):
+        if (raw / name).is_file():
+            check_idx(raw / name)
     try:
         dataset = MNIST(str(root), train=train, download=download)
     except Exception as error:  # torchvision raises bare RuntimeErrors/URLErrors when offline

@@ -1,5 +1,8 @@
 """One training run: build the components from the config, fit, test the best checkpoint, write results."""
+import importlib.metadata
 import json
+import platform
+import subprocess
 import time
 import warnings
 from pathlib import Path
@@ -46,6 +49,23 @@ def describe(cfg: DictConfig, choices: dict, spiking: bool) -> dict:
     }
 
 
+def environment() -> dict:
+    """Library versions and the git commit of this code, so a run can be reproduced."""
+    packages = ("torch", "torchvision", "pytorch-lightning", "hydra-core", "omegaconf", "snntorch", "torchmetrics")
+    versions = {"python": platform.python_version(), **{p: importlib.metadata.version(p) for p in packages}}
+    here = Path(__file__).resolve().parent
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "HEAD")
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    return {"versions": versions, "git_commit": (commit + ("-dirty" if dirty else "")) or None}
+
+
 def _log_hparams(logger: TensorBoardLogger, params: dict) -> None:
     # Written before training with the metric names only, so the HParams tab lists the run from the
     # start and picks up the real values of those scalars as they are logged (no hp_metric placeholder).
@@ -60,6 +80,8 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
     if cfg.get("torch_threads"):
         torch.set_num_threads(cfg.torch_threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "environment.json").write_text(json.dumps({"seed": cfg.seed, **environment()}, indent=2) + "\n")
     net = instantiate(cfg.model)
     params = describe(cfg, choices, net.spiking)
     encoder = instantiate(cfg.encoder) if net.spiking else None

@@ -80,6 +80,7 @@ def test_cli_invalid_value_is_one_line_and_nonzero(tmp_path, mnist_root):
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == "error: T=0 is not allowed: an integer >= 1"
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "outputs").exists()  # stopped before Hydra made a run folder
 
 
 def test_cli_unknown_group_option_lists_the_valid_ones(tmp_path):
@@ -96,3 +97,16 @@ def test_cli_missing_data_says_where_it_is_expected(tmp_path):
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: MNIST is not in") and str(empty / "MNIST" / "raw") in last
+
+
+@pytest.mark.parametrize("damage", ["truncate", "header"])
+def test_corrupt_idx_file_is_named(tmp_path, damage):
+    from snn.data import DataError, load_mnist
+    from tests.conftest import make_tiny_mnist
+
+    root = make_tiny_mnist(tmp_path)
+    images = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    data = images.read_bytes()
+    images.write_bytes(data[:-100] if damage == "truncate" else b"GIF89a" + data[6:])
+    with pytest.raises(DataError, match=rf"^{images}: (truncated or corrupt|not an MNIST IDX)"):
+        load_mnist(root, train=True, download=False)

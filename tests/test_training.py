@@ -77,3 +77,22 @@ def test_multirun_leaves_one_folder_per_job(tmp_path, mnist_root):
         assert (run / ".hydra" / "config.yaml").exists()
         assert json.loads((run / "results.json").read_text())["T"] == t
     assert result.stdout.count("test/acc=") == 2
+
+
+def test_same_seed_same_metrics_and_environment_recorded(compose_cfg, tmp_path):
+    overrides = ("T=3", "model.hidden_sizes=[32]", "trainer.max_epochs=2")
+    first = _train_composed(compose_cfg, tmp_path / "a", *overrides)
+    second = _train_composed(compose_cfg, tmp_path / "b", *overrides)
+    for key in ("test/acc", "test/loss", "val/acc_best", "test/synops"):
+        assert first[key] == second[key]
+    env = json.loads((tmp_path / "a" / "environment.json").read_text())
+    assert env["seed"] == 42 and env["versions"]["torch"] and "git_commit" in env
+
+
+def test_nan_loss_stops_with_a_clear_line(tmp_path, mnist_root):
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "model=ann", "optimizer.lr=1e30", "trainer.max_epochs=3",
+                             f"data.root={mnist_root}", *TINY, f"hydra.run.dir={tmp_path / 'run'}"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: train/loss became nan at epoch") or last.startswith("error: train/loss became inf at epoch")
