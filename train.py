@@ -8,7 +8,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from snn.config import ConfigError, validate
+from snn.config import ConfigError, quote_path_overrides, validate
 from snn.data import DataError
 
 
@@ -31,5 +31,6 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = quote_path_overrides(sys.argv[1:], ("ckpt_path", "data.root"))
     main()
 

@@ -1,5 +1,6 @@
 """Checks of the public config keys, run before anything is built, loaded or written."""
 import sys
+from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -11,6 +12,10 @@ from snn.surrogates import SURROGATES
 
 # The run folder is named by its overrides; a run with none is named "defaults".
 OmegaConf.register_new_resolver("run_name", lambda overrides: overrides or "defaults", replace=True)
+# Resuming from outputs/<run>/checkpoints/<x>.ckpt continues in outputs/<run>, and leaves its .hydra/ untouched.
+OmegaConf.register_new_resolver(
+    "run_dir", lambda ckpt, new: str(Path(ckpt).parent.parent) if ckpt and ckpt != "last" else new, replace=True)
+OmegaConf.register_new_resolver("config_subdir", lambda ckpt: None if ckpt else ".hydra", replace=True)
 
 
 def quote_path_overrides(argv: list[str], keys: tuple[str, ...]) -> list[str]:

@@ -16,6 +16,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from snn.classifier import Classifier
+from snn.config import ConfigError
 
 # In-memory tensors need no loader workers; Lightning's advice to add some does not apply.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -74,14 +75,32 @@ def _log_hparams(logger: TensorBoardLogger, params: dict) -> None:
         writer.add_summary(summary)
 
 
+def resume_point(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict, str] | None:
+    """For `ckpt_path`: the checkpoint's own run config and choices, so a resumed run is the run it continues."""
+    path = run_dir / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path} is not allowed: no such checkpoint ({path})")
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=False)["run_config"]
+    except Exception as error:
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path} is not allowed: not a checkpoint of train.py ({type(error).__name__})") from None
+    resumed = OmegaConf.create(stored["config"])
+    resumed.ckpt_path = str(path)
+    return resumed, stored["choices"], str(path)
+
+
 def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
     started = time.time()
     run_dir = Path(run_dir)
+    resume_from = None
+    if cfg.get("ckpt_path"):
+        cfg, choices, resume_from = resume_point(cfg, run_dir)
     if cfg.get("torch_threads"):
         torch.set_num_threads(cfg.torch_threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "environment.json").write_text(json.dumps({"seed": cfg.seed, **environment()}, indent=2) + "\n")
+    record = {"seed": cfg.seed, "resumed_from": resume_from, **environment()}
+    (run_dir / ("environment_resumed.json" if resume_from else "environment.json")).write_text(json.dumps(record, indent=2) + "\n")
     net = instantiate(cfg.model)
     params = describe(cfg, choices, net.spiking)
     encoder = instantiate(cfg.encoder) if net.spiking else None
@@ -94,7 +113,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
                                  mode="max", save_last=True, auto_insert_metric_name=False)
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=[checkpoint])
     _log_hparams(logger, params)
-    trainer.fit(module, datamodule=data)
+    trainer.fit(module, datamodule=data, ckpt_path=resume_from)
 
     best = checkpoint.best_model_path or None  # none under fast_dev_run: test the final weights
     tested = trainer.test(module, datamodule=data, ckpt_path=best, verbose=False)[0]
