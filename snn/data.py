@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 from torchvision.datasets import MNIST
 
@@ -46,6 +47,16 @@ def load_mnist(root: str | Path, train: bool, download: bool = True) -> tuple[to
     return dataset.data.unsqueeze(1).float().div_(255), dataset.targets.long()
 
 
+def random_shift(images: torch.Tensor, max_shift: int) -> torch.Tensor:
+    """Translate each image by its own whole-pixel offset in [-max_shift, max_shift], filling with black."""
+    n, _, h, w = images.shape
+    padded = F.pad(images, (max_shift,) * 4)
+    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, n, 1), device=images.device)
+    rows = (torch.arange(h, device=images.device) + dy)[:, :, None]  # [n, h, 1]
+    cols = (torch.arange(w, device=images.device) + dx)[:, None, :]  # [n, 1, w]
+    return padded[torch.arange(n, device=images.device)[:, None, None], 0, rows, cols].unsqueeze(1)
+
+
 def _loader(images, labels, batch_size: int, shuffle: bool) -> DataLoader:
     dataset = TensorDataset(images, labels)
     order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
@@ -57,10 +68,11 @@ class MNISTDataModule(pl.LightningDataModule):
     """Train/val is a fixed split of the 60k training set (seeded by `split_seed`, not by the run's seed)."""
 
     def __init__(self, root: str = "data", batch_size: int = 128, val_size: int = 5000, split_seed: int = 0,
-                 download: bool = True):
+                 download: bool = True, max_shift: int = 0):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.max_shift = max_shift
         self.root, self.batch_size, self.val_size, self.split_seed = root, batch_size, val_size, split_seed
         self.download = download
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -82,6 +94,12 @@ class MNISTDataModule(pl.LightningDataModule):
         # On a GPU the whole dataset (about 200 MB) lives there: batches are gathered on the device.
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         self.splits = {name: (x.to(device), y.to(device)) for name, (x, y) in splits.items()}
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        if self.max_shift and self.trainer is not None and self.trainer.training:
+            images, labels = batch
+            batch = (random_shift(images, self.max_shift), labels)
+        return batch
 
     def train_dataloader(self):
         return _loader(*self.splits["train"], self.batch_size, shuffle=True)

@@ -110,3 +110,16 @@ def test_corrupt_idx_file_is_named(tmp_path, damage):
     images.write_bytes(data[:-100] if damage == "truncate" else b"GIF89a" + data[6:])
     with pytest.raises(DataError, match=rf"^{images}: (truncated or corrupt|not an MNIST IDX)"):
         load_mnist(root, train=True, download=False)
+
+
+def test_random_shift_moves_each_image_by_whole_pixels():
+    from snn.data import random_shift
+
+    torch.manual_seed(0)
+    images = torch.zeros(64, 1, 28, 28)
+    images[:, 0, 14, 14] = 1
+    shifted = random_shift(images, 2)
+    assert shifted.shape == images.shape and torch.equal(shifted.sum((1, 2, 3)), torch.ones(64))
+    where = shifted[:, 0].flatten(1).argmax(1)
+    offsets = {(int(i) // 28 - 14, int(i) % 28 - 14) for i in where}
+    assert offsets <= {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)} and len(offsets) > 10
