@@ -50,56 +50,6 @@ def write_csv(runs: list[dict], path: Path) -> None:
         writer.writerows([[r.get(key, "") for _, key, _ in COLUMNS] + [r["run_dir"]] for r in runs])
 
 
-def label(run: dict) -> str:
-    if run.get("encoder") == "none":
-        return str(run.get("model"))
-    return f"{run.get('model')} {run.get('encoder')} T={run.get('T')}"
-
-
-def plot_accuracy_vs_T(runs: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    spiking = [r for r in runs if r.get("encoder") != "none"]
-    for key in sorted({(r.get("model"), r.get("encoder")) for r in spiking}, key=str):
-        points = sorted((r["T"], r["test/acc"]) for r in spiking if (r.get("model"), r.get("encoder")) == key)
-        ax.plot(*zip(*[(t, 100 * a) for t, a in points]), marker="o", label=f"{key[0]}, {key[1]}")
-    for i, r in enumerate(r for r in runs if r.get("encoder") == "none"):
-        ax.axhline(100 * r["test/acc"], ls="--", color=plt.cm.Greys(0.5 + 0.15 * i), label=f"{r.get('model')} (ANN)")
-    ax.set_xlabel("time steps T")
-    ax.set_ylabel("test accuracy (%)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_val_curves(runs: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in runs:
-        events = EventAccumulator(r["run_dir"]).Reload()
-        if "val/acc" in events.Tags()["scalars"]:
-            values = [100 * e.value for e in events.Scalars("val/acc")]
-            ax.plot(range(1, len(values) + 1), values, marker=".", label=label(r), ls="--" if r.get("encoder") == "none" else "-")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
@@ -119,8 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(runs)
     (out / "results.md").write_text(table)
     write_csv(runs, out / "results.csv")
-    plot_accuracy_vs_T(runs, out / "accuracy_vs_T.png")
-    plot_val_curves(runs, out / "val_acc_per_epoch.png")
+    from snn.plots import accuracy_vs_T_figure, save, val_curves_figure  # matplotlib only when plotting
+
+    save(accuracy_vs_T_figure(runs), out / "accuracy_vs_T.png")
+    save(val_curves_figure(runs), out / "val_acc_per_epoch.png")
     print(table)
     print(f"{len(runs)} runs -> {out / 'results.md'}, results.csv, accuracy_vs_T.png, val_acc_per_epoch.png")
     return 0
