@@ -45,7 +45,8 @@ class Classifier(pl.LightningModule):
         loss = F.cross_entropy(logits, labels)
         accuracy = getattr(self, f"{stage}_acc")
         accuracy(logits, labels)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test", batch_size=len(labels))
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test", batch_size=len(labels),
+                 sync_dist=stage != "train")  # averaged over processes under DDP
         self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
         return loss
 
@@ -83,7 +84,7 @@ class Classifier(pl.LightningModule):
 
     def _log_spike_stats(self, stage: str) -> None:
         for name, value in self.spike_stats.compute().items():
-            self.log(f"{stage}/{name}", value)
+            self.log(f"{stage}/{name}", value, sync_dist=True)
         writer = getattr(self.logger, "experiment", None)
         if stage != "val" or not self.spiking or not hasattr(writer, "add_figure"):
             return
