@@ -8,7 +8,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from snn.config import ConfigError, quote_path_overrides, validate
+from snn.config import STORAGE_ERRORS, ConfigError, quote_path_overrides, storage_error, validate
 from snn.data import DataError
 
 
@@ -25,6 +25,10 @@ def main(cfg: DictConfig) -> float:
             print(f"error: {error}", file=sys.stderr)
             raise  # an exception, not an exit: the sweep's other jobs still run and keep their results
         sys.exit(f"error: {error}")
+    except OSError as error:
+        if error.errno not in STORAGE_ERRORS:
+            raise
+        sys.exit(storage_error(error))  # e.g. the disk filled up while a checkpoint was being written
     run = os.path.relpath(results["run_dir"])
     print(f"test/acc={results['test/acc']:.4f} test/loss={results['test/loss']:.4f} run={run}")
     return results["val/acc_best"] or results["test/acc"]

@@ -1,5 +1,7 @@
 """Checks of the public config keys, run before anything is built, loaded or written."""
+import errno
 import sys
+import tempfile
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -85,13 +87,39 @@ def validate(cfg: DictConfig) -> None:
         _require(_number(cfg, "encoder.gain") > 0, "encoder.gain", cfg.encoder.gain, "a number > 0")
 
 
-class ValidateOnStart(Callback):
-    """Checks the composed config before Hydra creates any run folder (train.py checks each job again)."""
+STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST)
 
-    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+
+def storage_error(error: OSError) -> str:
+    return f"error: cannot write {error.filename or 'the run folder'}: {error.strerror} (disk full or not writable?)"
+
+
+def check_writable(folder: Path) -> None:
+    """Create `folder` (as Hydra will) and write a scratch file in it; a one-line error if that fails."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder) as scratch:
+            scratch.write(b"\0" * 4096)
+    except OSError as error:
+        if error.filename is None:
+            error.filename = str(folder)
+        sys.exit(storage_error(error))
+
+
+class ValidateOnStart(Callback):
+    """Checks the composed config, and that the outputs can be written, before Hydra creates any run folder
+    (train.py checks each job again)."""
+
+    @staticmethod
+    def _check(config: DictConfig, folder: Path) -> None:
         try:
             validate(config)
         except ConfigError as error:
             sys.exit(f"error: {error}")
+        check_writable(folder)
 
-    on_multirun_start = on_run_start
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(config, Path(config.hydra.run.dir).parent)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(config, Path(config.hydra.sweep.dir))

@@ -123,3 +123,13 @@ def test_random_shift_moves_each_image_by_whole_pixels():
     where = shifted[:, 0].flatten(1).argmax(1)
     offsets = {(int(i) // 28 - 14, int(i) % 28 - 14) for i in where}
     assert offsets <= {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)} and len(offsets) > 10
+
+
+def test_unwritable_outputs_is_one_clear_line(tmp_path, mnist_root):
+    (tmp_path / "outputs").write_text("a file where the outputs folder should be")
+    result = _train(f"data.root={mnist_root}", "trainer.fast_dev_run=true", cwd=tmp_path)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot write outputs: ") and "not writable" in last
+    assert "Traceback" not in result.stderr
+    assert (tmp_path / "outputs").read_text().startswith("a file")  # nothing the user had is touched
