@@ -1,4 +1,5 @@
 """Evaluate a checkpoint on the test set, or classify images: see conf/evaluate.yaml."""
+
 import sys
 from pathlib import Path
 
@@ -10,8 +11,15 @@ from omegaconf import DictConfig, OmegaConf
 from snn.config import ConfigError, quote_path_overrides
 from snn.data import DataError
 from snn.digits import ImageError
-from snn.evaluation import (CheckpointError, classify_files, classify_test_sample, describe_model, evaluate_test_set,
-                            load_classifier, write_json)
+from snn.evaluation import (
+    CheckpointError,
+    classify_files,
+    classify_test_sample,
+    describe_model,
+    evaluate_test_set,
+    load_classifier,
+    write_json,
+)
 
 
 @hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
@@ -24,8 +32,11 @@ def main(cfg: DictConfig) -> None:
         module, run_cfg = load_classifier(cfg.ckpt, cfg.T)
         info = {"checkpoint": str(cfg.ckpt), **describe_model(module, run_cfg, module.run_config.get("choices", {}))}
         if cfg.image is not None or cfg.sample is not None:
-            results = (classify_files(module, Path(cfg.image), out_dir) if cfg.image is not None
-                       else classify_test_sample(module, cfg.data.root, cfg.sample, out_dir, cfg.seed))
+            results = (
+                classify_files(module, Path(cfg.image), out_dir)
+                if cfg.image is not None
+                else classify_test_sample(module, cfg.data.root, cfg.sample, out_dir, cfg.seed)
+            )
             write_json(out_dir / "predictions.json", {**info, "predictions": results})
             for r in results:
                 counts = f"  spike counts {r['spike_counts']}" if "spike_counts" in r else ""

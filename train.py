@@ -1,4 +1,5 @@
 """Train one configuration: `python train.py model=snn encoder=rate T=25` (add -m to sweep)."""
+
 import os
 import sys
 from pathlib import Path
@@ -37,4 +38,3 @@ def main(cfg: DictConfig) -> float:
 if __name__ == "__main__":
     sys.argv[1:] = quote_path_overrides(sys.argv[1:], ("ckpt_path", "data.root"))
     main()
-

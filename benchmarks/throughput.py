@@ -8,6 +8,7 @@ snntorch.Leaky per step); SpikingJelly's multi-step LIFNode (torch backend) when
 (`pip install -e .[bench]`). All use LIF beta=0.9 (SpikingJelly: tau=10, no input decay), threshold 1,
 subtract reset detached, the atan surrogate, cross-entropy on output spike counts and Adam.
 """
+
 import argparse
 import os
 import platform
@@ -64,8 +65,15 @@ class SpikingJellyMultiStep(nn.Module):
         super().__init__()
         from spikingjelly.activation_based import neuron, surrogate
 
-        lif = partial(neuron.LIFNode, tau=10.0, decay_input=False, v_reset=None, detach_reset=True,
-                      surrogate_function=surrogate.ATan(), step_mode="m")
+        lif = partial(
+            neuron.LIFNode,
+            tau=10.0,
+            decay_input=False,
+            v_reset=None,
+            detach_reset=True,
+            surrogate_function=surrogate.ATan(),
+            step_mode="m",
+        )
         self.encoder = RateEncoder(T)
         self.fc1, self.lif1, self.fc2, self.lif2 = nn.Linear(784, hidden), lif(), nn.Linear(hidden, 10), lif()
 
@@ -146,8 +154,10 @@ def load_batches(args, device):
         images = torch.rand(n, 1, 28, 28) * (torch.rand(n, 1, 28, 28) < 0.19)
         labels = torch.randint(0, 10, (n,))
     # contiguous copies: a batch must not keep the whole dataset's storage alive (and counted as saved)
-    batches = [(images[i : i + args.batch].clone().to(device), labels[i : i + args.batch].clone().to(device))
-               for i in range(0, n, args.batch)]
+    batches = [
+        (images[i : i + args.batch].clone().to(device), labels[i : i + args.batch].clone().to(device))
+        for i in range(0, n, args.batch)
+    ]
     return batches, bool(root)
 
 
@@ -188,26 +198,37 @@ def main():
     for _ in range(args.rounds):
         for trainer in trainers:
             trainer.run(args.steps)
-    rows = [(encoding, name, trainer.samples_per_second(), memory, peak)
-            for (encoding, name, _), trainer, memory, peak in zip(candidates, trainers, memories, peaks)]
+    rows = [
+        (encoding, name, trainer.samples_per_second(), memory, peak)
+        for (encoding, name, _), trainer, memory, peak in zip(candidates, trainers, memories, peaks)
+    ]
 
     gflops = gemm_gflops(args.T, args.batch, args.hidden, device)
     # Linear layers per sample: forward, weight gradients, and the input gradient of layer 2.
     flops = 2 * args.T * (784 * args.hidden * 2 + args.hidden * 10 * 3)
     roofline = gflops * 1e9 / flops
 
-    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"device {device}{' (' + torch.cuda.get_device_name() + ')' if device.type == 'cuda' else ''}, "
-          f"{'MNIST' if real else 'synthetic'} images")
-    print(f"784-{args.hidden}-10 LIF, T={args.T}, batch {args.batch}, Adam; median of {args.rounds} interleaved "
-          f"rounds of {args.steps} training steps\n")
-    print("| input | implementation | samples/s | vs snnTorch | saved for backward (MiB) |" + (" peak CUDA (MiB) |" if device.type == "cuda" else ""))
+    print(
+        f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"device {device}{' (' + torch.cuda.get_device_name() + ')' if device.type == 'cuda' else ''}, "
+        f"{'MNIST' if real else 'synthetic'} images"
+    )
+    print(
+        f"784-{args.hidden}-10 LIF, T={args.T}, batch {args.batch}, Adam; median of {args.rounds} interleaved "
+        f"rounds of {args.steps} training steps\n"
+    )
+    print(
+        "| input | implementation | samples/s | vs snnTorch | saved for backward (MiB) |"
+        + (" peak CUDA (MiB) |" if device.type == "cuda" else "")
+    )
     print("|---|---|---:|---:|---:|" + ("---:|" if device.type == "cuda" else ""))
     for encoding, name, speed, memory, peak in rows:
         base = next(r[2] for r in rows if r[0] == encoding and r[1] == "snnTorch loop")
         line = f"| {encoding} | {name} | {speed:,.0f} | {speed / base:.2f}x | {memory:,.1f} |"
         print(line + (f" {peak:,.0f} |" if peak is not None else ""))
-    print(f"\ndense fp32 GEMM: {gflops:,.0f} GFLOP/s -> roofline for the linear layers alone: {roofline:,.0f} samples/s")
+    print(
+        f"\ndense fp32 GEMM: {gflops:,.0f} GFLOP/s -> roofline for the linear layers alone: {roofline:,.0f} samples/s"
+    )
     ours = {r[0]: r[2] for r in rows if r[1].startswith("this project")}
     for encoding, name, speed, _, _ in rows:
         if not name.startswith("this project"):

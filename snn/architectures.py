@@ -4,6 +4,7 @@ Spiking nets are a chain of stages: a stage's stateless layers (Linear or Conv2d
 before them) run once on the time-flattened `[T*B, ...]` batch, then its spiking neuron runs over `[T, B, ...]`.
 Non-spiking baselines (`spiking = False`) take the plain `[B, ...]` image.
 """
+
 from collections.abc import Callable, Sequence
 
 import torch
@@ -53,8 +54,14 @@ class SpikingNet(nn.Module):
 class SpikingMLP(SpikingNet):
     """784 -> hidden... -> 10, every Linear followed by a spiking neuron (output layer included)."""
 
-    def __init__(self, neuron: Callable[[], nn.Module], hidden_sizes: Sequence[int] = (1000,),
-                 readout: str = "spike_count", in_features: int = 784, num_classes: int = 10):
+    def __init__(
+        self,
+        neuron: Callable[[], nn.Module],
+        hidden_sizes: Sequence[int] = (1000,),
+        readout: str = "spike_count",
+        in_features: int = 784,
+        num_classes: int = 10,
+    ):
         sizes = [in_features, *_check_sizes(hidden_sizes), num_classes]
         stages = [nn.Sequential(nn.Flatten(), nn.Linear(a, b)) for a, b in zip(sizes[:-1], sizes[1:])]
         super().__init__(stages, neuron, readout)
@@ -76,8 +83,14 @@ def _conv_stages(channels: Sequence[int], hidden_size: int, num_classes: int) ->
 class SpikingCNN(SpikingNet):
     """(conv3x3-BN-spike-maxpool) per entry of `channels` -> FC hidden (spiking) -> FC 10 (spiking)."""
 
-    def __init__(self, neuron: Callable[[], nn.Module], channels: Sequence[int] = (32, 64), hidden_size: int = 128,
-                 readout: str = "membrane", num_classes: int = 10):
+    def __init__(
+        self,
+        neuron: Callable[[], nn.Module],
+        channels: Sequence[int] = (32, 64),
+        hidden_size: int = 128,
+        readout: str = "membrane",
+        num_classes: int = 10,
+    ):
         super().__init__(_conv_stages(channels, hidden_size, num_classes), neuron, readout)
 
 

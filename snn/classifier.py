@@ -1,4 +1,5 @@
 """The LightningModule: encoder -> network -> cross-entropy, with accuracy and spike statistics per split."""
+
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -45,16 +46,25 @@ class Classifier(pl.LightningModule):
         loss = F.cross_entropy(logits, labels)
         accuracy = getattr(self, f"{stage}_acc")
         accuracy(logits, labels)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test", batch_size=len(labels),
-                 sync_dist=stage != "train")  # averaged over processes under DDP
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=stage != "test",
+            batch_size=len(labels),
+            sync_dist=stage != "train",
+        )  # averaged over processes under DDP
         self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
         return loss
 
     def training_step(self, batch, batch_idx):
         loss = self._step(batch, "train")
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"train/loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
-                                     "stopped (checkpoints/ keeps the last good epoch): lower optimizer.lr?")
+            raise FloatingPointError(
+                f"train/loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
+                "stopped (checkpoints/ keeps the last good epoch): lower optimizer.lr?"
+            )
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -93,7 +103,9 @@ class Classifier(pl.LightningModule):
         for i, rates in enumerate(self.spike_stats.per_neuron_rates(), start=1):
             writer.add_histogram(f"val/neuron_firing_rate/layer{i}", rates, self.current_epoch)
         threshold = getattr(self.net.neurons[-1], "threshold", None)
-        writer.add_figure("val/activity", activity_figure(*self.example[:2], threshold, self.example[2]), self.current_epoch)
+        writer.add_figure(
+            "val/activity", activity_figure(*self.example[:2], threshold, self.example[2]), self.current_epoch
+        )
 
     def configure_optimizers(self):
         cfg = self.optimizer_config

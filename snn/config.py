@@ -1,4 +1,5 @@
 """Checks of the public config keys, run before anything is built, loaded or written."""
+
 import errno
 import sys
 import tempfile
@@ -16,7 +17,8 @@ from snn.surrogates import SURROGATES
 OmegaConf.register_new_resolver("run_name", lambda overrides: overrides or "defaults", replace=True)
 # Resuming from outputs/<run>/checkpoints/<x>.ckpt continues in outputs/<run>, and leaves its .hydra/ untouched.
 OmegaConf.register_new_resolver(
-    "run_dir", lambda ckpt, new: str(Path(ckpt).parent.parent) if ckpt and ckpt != "last" else new, replace=True)
+    "run_dir", lambda ckpt, new: str(Path(ckpt).parent.parent) if ckpt and ckpt != "last" else new, replace=True
+)
 OmegaConf.register_new_resolver("config_subdir", lambda ckpt: None if ckpt else ".hydra", replace=True)
 
 
@@ -55,7 +57,12 @@ def validate(cfg: DictConfig) -> None:
     _require(isinstance(batch_size, int) and batch_size >= 1, "data.batch_size", batch_size, "an integer >= 1")
     lr = _number(cfg, "optimizer.lr")
     _require(lr > 0, "optimizer.lr", lr, "a number > 0")
-    _require(_number(cfg, "optimizer.weight_decay") >= 0, "optimizer.weight_decay", cfg.optimizer.weight_decay, "a number >= 0")
+    _require(
+        _number(cfg, "optimizer.weight_decay") >= 0,
+        "optimizer.weight_decay",
+        cfg.optimizer.weight_decay,
+        "a number >= 0",
+    )
     _require(cfg.optimizer.name in OPTIMIZERS, "optimizer.name", cfg.optimizer.name, ", ".join(OPTIMIZERS))
     _require(cfg.optimizer.schedule in SCHEDULES, "optimizer.schedule", cfg.optimizer.schedule, ", ".join(SCHEDULES))
 
@@ -63,8 +70,12 @@ def validate(cfg: DictConfig) -> None:
         sizes = OmegaConf.select(cfg, key)
         if sizes is not None:
             ok = OmegaConf.is_list(sizes) and len(sizes) > 0 and all(isinstance(h, int) and h >= 1 for h in sizes)
-            _require(ok, key, OmegaConf.to_container(sizes) if OmegaConf.is_list(sizes) else sizes,
-                     f"a list of integers >= 1, e.g. {example}")
+            _require(
+                ok,
+                key,
+                OmegaConf.to_container(sizes) if OmegaConf.is_list(sizes) else sizes,
+                f"a list of integers >= 1, e.g. {example}",
+            )
     hidden_size = OmegaConf.select(cfg, "model.hidden_size")
     if hidden_size is not None:
         _require(isinstance(hidden_size, int) and hidden_size >= 1, "model.hidden_size", hidden_size, "an integer >= 1")
@@ -82,7 +93,12 @@ def validate(cfg: DictConfig) -> None:
     _require(neuron.reset in RESETS, "neuron.reset", neuron.reset, ", ".join(RESETS))
     _require(neuron.surrogate in SURROGATES, "neuron.surrogate", neuron.surrogate, ", ".join(SURROGATES))
     if neuron.slope is not None:
-        _require(_number(cfg, "neuron.slope") > 0, "neuron.slope", neuron.slope, "a number > 0, or null for the surrogate's default")
+        _require(
+            _number(cfg, "neuron.slope") > 0,
+            "neuron.slope",
+            neuron.slope,
+            "a number > 0, or null for the surrogate's default",
+        )
     if "gain" in cfg.encoder:
         _require(_number(cfg, "encoder.gain") > 0, "encoder.gain", cfg.encoder.gain, "a number > 0")
 

@@ -1,4 +1,5 @@
 """MNIST held in memory as tensors; batches are gathered by index, never decoded per sample."""
+
 import math
 import struct
 from pathlib import Path
@@ -25,7 +26,9 @@ def check_idx(path: Path) -> None:
         raise DataError(f"{path}: truncated IDX file (it ends inside the header)")
     expected = 4 + len(dims) + math.prod(struct.unpack(f">{magic[3]}I", dims))
     if path.stat().st_size != expected:
-        raise DataError(f"{path}: truncated or corrupt IDX file ({path.stat().st_size} bytes, its header promises {expected})")
+        raise DataError(
+            f"{path}: truncated or corrupt IDX file ({path.stat().st_size} bytes, its header promises {expected})"
+        )
 
 
 def load_mnist(root: str | Path, train: bool, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,8 +70,15 @@ def _loader(images, labels, batch_size: int, shuffle: bool) -> DataLoader:
 class MNISTDataModule(pl.LightningDataModule):
     """Train/val is a fixed split of the 60k training set (seeded by `split_seed`, not by the run's seed)."""
 
-    def __init__(self, root: str = "data", batch_size: int = 128, val_size: int = 5000, split_seed: int = 0,
-                 download: bool = True, max_shift: int = 0):
+    def __init__(
+        self,
+        root: str = "data",
+        batch_size: int = 128,
+        val_size: int = 5000,
+        split_seed: int = 0,
+        download: bool = True,
+        max_shift: int = 0,
+    ):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -82,8 +92,10 @@ class MNISTDataModule(pl.LightningDataModule):
             return
         images, labels = load_mnist(self.root, train=True, download=self.download)
         if not 0 < self.val_size < len(images):
-            raise DataError(f"data.val_size={self.val_size} must be between 1 and {len(images) - 1} "
-                            f"(the training set under {self.root} has {len(images)} images)")
+            raise DataError(
+                f"data.val_size={self.val_size} must be between 1 and {len(images) - 1} "
+                f"(the training set under {self.root} has {len(images)} images)"
+            )
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.split_seed))
         val, train = order[: self.val_size], order[self.val_size :]
         splits = {

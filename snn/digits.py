@@ -4,6 +4,7 @@ MNIST digits are white on black, size-normalised to fit a 20x20 box (aspect kept
 centre of mass in a 28x28 frame. We do the same: grayscale, invert a light background, crop to the digit,
 scale into 20x20, centre by mass, intensities in [0, 1] as in training.
 """
+
 from pathlib import Path
 
 import numpy as np

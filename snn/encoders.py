@@ -1,4 +1,5 @@
 """Input encoders: a `[B, C, H, W]` batch of intensities in [0, 1] becomes a `[T, B, C, H, W]` sequence."""
+
 import torch
 from torch import nn
 

@@ -1,5 +1,6 @@
 """Evaluate a checkpoint: the test set (accuracy, per-class accuracy, confusion matrix, spike statistics),
 or single images (prediction, scores, inference figure)."""
+
 import json
 from pathlib import Path
 
@@ -49,8 +50,12 @@ def load_classifier(path: str | Path, T: int | None = None) -> tuple[Classifier,
 
 def describe_model(module: Classifier, cfg: dict, choices: dict) -> dict:
     spiking = module.spiking
-    return {"model": choices.get("model"), "neuron": choices.get("neuron") if spiking else "none",
-            "encoder": choices.get("encoder") if spiking else "none", "T": cfg["T"] if spiking else 1}
+    return {
+        "model": choices.get("model"),
+        "neuron": choices.get("neuron") if spiking else "none",
+        "encoder": choices.get("encoder") if spiking else "none",
+        "T": cfg["T"] if spiking else 1,
+    }
 
 
 @torch.no_grad()
@@ -65,9 +70,13 @@ def evaluate_test_set(module: Classifier, data_root: str, batch_size: int, out_d
         confusion += torch.bincount(y * 10 + logits.argmax(1), minlength=100).view(10, 10)
     per_class = (confusion.diag() / confusion.sum(1).clamp_min(1)).tolist()
     save(confusion_figure(confusion), out_dir / "confusion_matrix.png")
-    return {"test/acc": float(confusion.diag().sum() / confusion.sum()), "test/loss": loss / len(labels),
-            "per_class_acc": {str(d): round(a, 4) for d, a in enumerate(per_class)},
-            **{f"test/{k}": v for k, v in stats.compute().items()}, "confusion_matrix": confusion.tolist()}
+    return {
+        "test/acc": float(confusion.diag().sum() / confusion.sum()),
+        "test/loss": loss / len(labels),
+        "per_class_acc": {str(d): round(a, 4) for d, a in enumerate(per_class)},
+        **{f"test/{k}": v for k, v in stats.compute().items()},
+        "confusion_matrix": confusion.tolist(),
+    }
 
 
 @torch.no_grad()
@@ -79,10 +88,15 @@ def classify(module: Classifier, image: torch.Tensor, out_png: Path, label: int 
     counts = module.spiking and module.net.readout == "spike_count"
     scores, name = (logits[0], "output spike counts") if counts else (probabilities, "probability")
     threshold = getattr(module.net.neurons[-1], "threshold", None) if module.spiking else None
-    figure = inference_figure(image, scores, prediction, name, trace if module.spiking else None, threshold, label, title)
+    figure = inference_figure(
+        image, scores, prediction, name, trace if module.spiking else None, threshold, label, title
+    )
     save(figure, out_png)
-    result = {"prediction": prediction, "probabilities": [round(p, 4) for p in probabilities.tolist()],
-              "figure": str(out_png)}
+    result = {
+        "prediction": prediction,
+        "probabilities": [round(p, 4) for p in probabilities.tolist()],
+        "figure": str(out_png),
+    }
     if counts:
         result["spike_counts"] = [int(c) for c in logits[0].tolist()]
     if label is not None:
@@ -93,7 +107,9 @@ def classify(module: Classifier, image: torch.Tensor, out_png: Path, label: int 
 def classify_files(module: Classifier, path: Path, out_dir: Path) -> list[dict]:
     files = image_files(path)
     digits = [load_digit(f) for f in files]  # all read first: a bad file stops the run before anything is written
-    return [{"image": str(f), **classify(module, d, out_dir / f"{f.stem}.png", title=f.name)} for f, d in zip(files, digits)]
+    return [
+        {"image": str(f), **classify(module, d, out_dir / f"{f.stem}.png", title=f.name)} for f, d in zip(files, digits)
+    ]
 
 
 def classify_test_sample(module: Classifier, data_root: str, sample, out_dir: Path, seed: int) -> list[dict]:

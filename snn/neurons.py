@@ -10,6 +10,7 @@ Membrane dynamics follow snnTorch's `Leaky` exactly (reset signal detached, appl
 loop without a per-step graph and a hand-written backward through time, storing only the membrane
 and the spikes (as bool) for backward.
 """
+
 import math
 
 import snntorch
@@ -68,8 +69,14 @@ class _LeakySequence(torch.autograd.Function):
 class LIF(nn.Module):
     """Leaky integrate-and-fire neuron with a fixed decay `beta`."""
 
-    def __init__(self, beta: float = 0.9, threshold: float = 1.0, reset: str = "subtract",
-                 surrogate: str = "atan", slope: float | None = None):
+    def __init__(
+        self,
+        beta: float = 0.9,
+        threshold: float = 1.0,
+        reset: str = "subtract",
+        surrogate: str = "atan",
+        slope: float | None = None,
+    ):
         super().__init__()
         if not 0 < beta <= 1:
             raise ValueError(f"beta must be in (0, 1], got {beta}")
@@ -100,16 +107,23 @@ class LIF(nn.Module):
 class IF(LIF):
     """Integrate-and-fire: no leak (beta = 1)."""
 
-    def __init__(self, threshold: float = 1.0, reset: str = "subtract", surrogate: str = "atan",
-                 slope: float | None = None):
+    def __init__(
+        self, threshold: float = 1.0, reset: str = "subtract", surrogate: str = "atan", slope: float | None = None
+    ):
         super().__init__(1.0, threshold, reset, surrogate, slope)
 
 
 class PLIF(LIF):
     """Parametric LIF (Fang et al., 2021): beta = sigmoid(w) is learned, initialised at `beta`."""
 
-    def __init__(self, beta: float = 0.9, threshold: float = 1.0, reset: str = "subtract",
-                 surrogate: str = "atan", slope: float | None = None):
+    def __init__(
+        self,
+        beta: float = 0.9,
+        threshold: float = 1.0,
+        reset: str = "subtract",
+        surrogate: str = "atan",
+        slope: float | None = None,
+    ):
         super().__init__(beta, threshold, reset, surrogate, slope)
         if beta >= 1:
             raise ValueError(f"PLIF needs beta < 1 (it is learned through a sigmoid), got {beta}")
@@ -123,11 +137,16 @@ class PLIF(LIF):
 class SnntorchLeaky(LIF):
     """`snntorch.Leaky` stepped over time in Python: the reference and the familiar snnTorch path."""
 
-    def __init__(self, beta: float = 0.9, threshold: float = 1.0, reset: str = "subtract",
-                 surrogate: str = "atan", slope: float | None = None):
+    def __init__(
+        self,
+        beta: float = 0.9,
+        threshold: float = 1.0,
+        reset: str = "subtract",
+        surrogate: str = "atan",
+        slope: float | None = None,
+    ):
         super().__init__(beta, threshold, reset, surrogate, slope)
-        self.leaky = snntorch.Leaky(beta=beta, threshold=threshold, reset_mechanism=reset,
-                                    spike_grad=self.surrogate)
+        self.leaky = snntorch.Leaky(beta=beta, threshold=threshold, reset_mechanism=reset, spike_grad=self.surrogate)
 
     def run(self, current):
         self.leaky.reset_mem()

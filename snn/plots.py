@@ -1,9 +1,10 @@
 """Figures: what the spikes did for one input, and the confusion matrix. Saved as PNG, or sent to TensorBoard."""
+
 import matplotlib
 
 matplotlib.use("Agg")  # no display needed: evaluation and training run headless
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
 
 
 def _raster(ax, spikes: torch.Tensor, title: str, ylabel: str) -> None:
@@ -21,8 +22,13 @@ def _raster(ax, spikes: torch.Tensor, title: str, ylabel: str) -> None:
 def _membranes(ax, membrane: torch.Tensor, threshold: float | None, highlight: int) -> None:
     for digit in range(membrane.shape[1]):
         bold = digit == highlight
-        ax.plot(membrane[:, digit].numpy(), lw=2.2 if bold else 0.8, alpha=1 if bold else 0.6,
-                label=str(digit), color=plt.cm.tab10(digit))
+        ax.plot(
+            membrane[:, digit].numpy(),
+            lw=2.2 if bold else 0.8,
+            alpha=1 if bold else 0.6,
+            label=str(digit),
+            color=plt.cm.tab10(digit),
+        )
     if threshold is not None:
         ax.axhline(threshold, ls="--", color="grey", lw=0.8)
     ax.set_title("output membrane potential")
@@ -39,8 +45,16 @@ def activity_figure(hidden: torch.Tensor, membrane: torch.Tensor, threshold: flo
     return fig
 
 
-def inference_figure(image: torch.Tensor, scores: torch.Tensor, prediction: int, score_name: str,
-                     trace=None, threshold: float | None = None, label: int | None = None, title: str = ""):
+def inference_figure(
+    image: torch.Tensor,
+    scores: torch.Tensor,
+    prediction: int,
+    score_name: str,
+    trace=None,
+    threshold: float | None = None,
+    label: int | None = None,
+    title: str = "",
+):
     """One input: the 28x28 image the network saw, its encoded spikes, the hidden raster, the output
     membranes and the output scores (spike counts or probabilities) with the prediction marked."""
     panels = 5 if trace is not None else 2
@@ -72,10 +86,19 @@ def inference_figure(image: torch.Tensor, scores: torch.Tensor, prediction: int,
 def confusion_figure(matrix: torch.Tensor):
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.imshow(matrix.numpy(), cmap="Blues")
-    for (i, j), count in zip(torch.cartesian_prod(torch.arange(10), torch.arange(10)).tolist(), matrix.flatten().tolist()):
+    for (i, j), count in zip(
+        torch.cartesian_prod(torch.arange(10), torch.arange(10)).tolist(), matrix.flatten().tolist()
+    ):
         if count:
-            ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
-                    color="white" if count > matrix.max() / 2 else "black")
+            ax.text(
+                j,
+                i,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if count > matrix.max() / 2 else "black",
+            )
     ax.set_xticks(range(10))
     ax.set_yticks(range(10))
     ax.set_xlabel("predicted")
@@ -121,8 +144,13 @@ def val_curves_figure(runs: list[dict]):
         events = EventAccumulator(r["run_dir"]).Reload()
         if "val/acc" in events.Tags()["scalars"]:
             values = [100 * e.value for e in events.Scalars("val/acc")]
-            ax.plot(range(1, len(values) + 1), values, marker=".", label=_run_label(r),
-                    ls="--" if r.get("encoder") == "none" else "-")
+            ax.plot(
+                range(1, len(values) + 1),
+                values,
+                marker=".",
+                label=_run_label(r),
+                ls="--" if r.get("encoder") == "none" else "-",
+            )
     return _line_chart(ax, "epoch", "validation accuracy (%)")
 
 

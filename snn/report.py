@@ -1,7 +1,8 @@
 """Collect every results.json below a folder into a table, a CSV and two plots.
 
-    python -m snn.report outputs/multirun/<sweep>      # or any folder of runs; writes there (or --out)
+python -m snn.report outputs/multirun/<sweep>      # or any folder of runs; writes there (or --out)
 """
+
 import argparse
 import csv
 import json
@@ -9,10 +10,18 @@ import sys
 from pathlib import Path
 
 COLUMNS = [  # (header, results.json key, format)
-    ("model", "model", "{}"), ("baseline", "baseline", "{}"), ("neuron", "neuron", "{}"), ("encoder", "encoder", "{}"),
-    ("T", "T", "{}"), ("test acc (%)", "test/acc", "{:.2%}"), ("hidden firing rate", "test/firing_rate/layer1", "{:.3f}"),
-    ("SynOps/sample", "test/synops", "{:,.0f}"), ("MACs/sample", "test/macs", "{:,.0f}"),
-    ("energy/sample (nJ)", "test/energy_nJ", "{:,.1f}"), ("epochs", "epochs", "{}"), ("wall time (s)", "wall_time_s", "{:.0f}"),
+    ("model", "model", "{}"),
+    ("baseline", "baseline", "{}"),
+    ("neuron", "neuron", "{}"),
+    ("encoder", "encoder", "{}"),
+    ("T", "T", "{}"),
+    ("test acc (%)", "test/acc", "{:.2%}"),
+    ("hidden firing rate", "test/firing_rate/layer1", "{:.3f}"),
+    ("SynOps/sample", "test/synops", "{:,.0f}"),
+    ("MACs/sample", "test/macs", "{:,.0f}"),
+    ("energy/sample (nJ)", "test/energy_nJ", "{:,.1f}"),
+    ("epochs", "epochs", "{}"),
+    ("wall time (s)", "wall_time_s", "{:.0f}"),
 ]
 
 

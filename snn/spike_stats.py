@@ -9,6 +9,7 @@
   once per sample).
 - energy per sample = 0.9 pJ x SynOps + 4.6 pJ x MACs (45 nm CMOS figures, Horowitz 2014).
 """
+
 from dataclasses import dataclass, field
 
 import torch
@@ -61,8 +62,12 @@ class SpikeStats:
         """MACs per sample of each weighted layer on dense input, read off one forward pass of one sample."""
         weighted = [m for m in self.net.modules() if isinstance(m, WEIGHTED)]
         macs = []
-        hooks = [layer.register_forward_pre_hook(lambda m, args: macs.append(count_accumulates(m, torch.ones_like(args[0][:1]))))
-                 for layer in weighted]
+        hooks = [
+            layer.register_forward_pre_hook(
+                lambda m, args: macs.append(count_accumulates(m, torch.ones_like(args[0][:1])))
+            )
+            for layer in weighted
+        ]
         dummy = torch.zeros_like(inputs[:1, :1] if self.spiking else inputs[:1])
         training = self.net.training
         with torch.no_grad():
@@ -86,7 +91,7 @@ class SpikeStats:
             self.samples += trace.inputs.shape[0]
             self.macs += trace.inputs.shape[0] * sum(self.dense_macs)
             return
-        T, batch = trace.inputs.shape[:2]
+        batch = trace.inputs.shape[1]
         self.samples += batch
         stage_inputs = [trace.inputs, *trace.spikes[:-1]]
         for i, (stage, x) in enumerate(zip(self.net.stages, stage_inputs)):
@@ -105,8 +110,10 @@ class SpikeStats:
 
     def compute(self) -> dict[str, float]:
         n = max(self.samples, 1)
-        stats = {f"firing_rate/layer{i}": s / max(steps, 1)
-                 for i, (s, steps) in enumerate(zip(self.layer_spikes, self.layer_steps), start=1)}
+        stats = {
+            f"firing_rate/layer{i}": s / max(steps, 1)
+            for i, (s, steps) in enumerate(zip(self.layer_spikes, self.layer_steps), start=1)
+        }
         if self.spiking:
             stats["spikes_per_sample"] = sum(self.layer_spikes) / n
         stats["synops"] = self.synops / n

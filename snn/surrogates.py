@@ -3,6 +3,7 @@
 Every surrogate is written as a function of x = membrane - threshold and peaks at x = 0.
 `derivative` is used both by the fused neurons' hand-written backward and by `__call__`.
 """
+
 import math
 
 import torch

@@ -1,4 +1,5 @@
 """One training run: build the components from the config, fit, test the best checkpoint, write results."""
+
 import importlib.metadata
 import json
 import platform
@@ -21,8 +22,16 @@ from snn.config import ConfigError
 # In-memory tensors need no loader workers; Lightning's advice to add some does not apply.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
-HPARAM_METRICS = ("val/acc_best", "test/acc", "test/loss", "test/firing_rate/layer1", "test/spikes_per_sample",
-                  "test/synops", "test/macs", "test/energy_nJ")
+HPARAM_METRICS = (
+    "val/acc_best",
+    "test/acc",
+    "test/loss",
+    "test/firing_rate/layer1",
+    "test/spikes_per_sample",
+    "test/synops",
+    "test/macs",
+    "test/energy_nJ",
+)
 
 
 def describe(cfg: DictConfig, choices: dict, spiking: bool) -> dict:
@@ -83,7 +92,8 @@ def resume_point(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict, str]
     try:
         stored = torch.load(path, map_location="cpu", weights_only=False)["run_config"]
     except Exception as error:
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path} is not allowed: not a checkpoint of train.py ({type(error).__name__})") from None
+        reason = f"not a checkpoint of train.py ({type(error).__name__})"
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path} is not allowed: {reason}") from None
     resumed = OmegaConf.create(stored["config"])
     resumed.ckpt_path = str(path)
     return resumed, stored["choices"], str(path)
@@ -100,17 +110,28 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {"seed": cfg.seed, "resumed_from": resume_from, **environment()}
-    (run_dir / ("environment_resumed.json" if resume_from else "environment.json")).write_text(json.dumps(record, indent=2) + "\n")
+    environment_file = run_dir / ("environment_resumed.json" if resume_from else "environment.json")
+    environment_file.write_text(json.dumps(record, indent=2) + "\n")
     net = instantiate(cfg.model)
     params = describe(cfg, choices, net.spiking)
     encoder = instantiate(cfg.encoder) if net.spiking else None
-    module = Classifier(net, encoder, OmegaConf.to_container(cfg.optimizer, resolve=True),
-                        run_config={"config": OmegaConf.to_container(cfg, resolve=True), "choices": choices})
+    module = Classifier(
+        net,
+        encoder,
+        OmegaConf.to_container(cfg.optimizer, resolve=True),
+        run_config={"config": OmegaConf.to_container(cfg, resolve=True), "choices": choices},
+    )
     data = instantiate(cfg.data)
 
     logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="", default_hp_metric=False)
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc",
-                                 mode="max", save_last=True, auto_insert_metric_name=False)
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor="val/acc",
+        mode="max",
+        save_last=True,
+        auto_insert_metric_name=False,
+    )
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=[checkpoint])
     _log_hparams(logger, params)
     trainer.fit(module, datamodule=data, ckpt_path=resume_from)

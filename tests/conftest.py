@@ -1,4 +1,5 @@
 """A tiny MNIST in the real IDX format, read by the same torchvision code as the real files."""
+
 import struct
 from pathlib import Path
 
@@ -43,6 +44,8 @@ def compose_cfg(mnist_root):
 
     def _compose(*overrides: str, hydra: bool = False):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose("config", overrides=[f"data.root={mnist_root}", *TINY, *overrides], return_hydra_config=hydra)
+            return compose(
+                "config", overrides=[f"data.root={mnist_root}", *TINY, *overrides], return_hydra_config=hydra
+            )
 
     return _compose

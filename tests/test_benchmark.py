@@ -9,12 +9,33 @@ def test_throughput_benchmark_smoke():
     """A tiny run of the real benchmark: it completes and prints every row (speed itself is not asserted)."""
     env = {k: v for k, v in os.environ.items() if k != "SNN_DATA_DIR"}
     env["PYTHONPATH"] = str(ROOT)
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--T", "3", "--batch", "8",
-                             "--hidden", "16", "--steps", "1", "--rounds", "2"],
-                            env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "throughput.py"),
+            "--T",
+            "3",
+            "--batch",
+            "8",
+            "--hidden",
+            "16",
+            "--steps",
+            "1",
+            "--rounds",
+            "2",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| rate") or line.startswith("| direct")]
     names = {tuple(cell.strip() for cell in row.split("|")[1:3]) for row in rows}
-    assert {("rate", "this project (fused LIF)"), ("rate", "snnTorch loop"), ("direct", "this project (fused LIF)"),
-            ("direct", "snnTorch loop")} <= names
+    assert {
+        ("rate", "this project (fused LIF)"),
+        ("rate", "snnTorch loop"),
+        ("direct", "this project (fused LIF)"),
+        ("direct", "snnTorch loop"),
+    } <= names
     assert "roofline" in result.stdout

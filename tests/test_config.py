@@ -49,18 +49,21 @@ def test_optuna_search_composes(compose_cfg):
     assert cfg.hydra.sweeper.direction == "maximize" and "optimizer.lr" in cfg.hydra.sweeper.params
 
 
-@pytest.mark.parametrize("override,key", [
-    ("T=0", "T"),
-    ("neuron.threshold=0", "neuron.threshold"),
-    ("neuron.beta=1.5", "neuron.beta"),
-    ("neuron.beta=0", "neuron.beta"),
-    ("data.batch_size=0", "data.batch_size"),
-    ("neuron.surrogate=bogus", "neuron.surrogate"),
-    ("neuron.reset=never", "neuron.reset"),
-    ("optimizer.lr=-1", "optimizer.lr"),
-    ("model.hidden_sizes=[0]", "model.hidden_sizes"),
-    ("model=csnn model.channels=[]", "model.channels"),
-])
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("T=0", "T"),
+        ("neuron.threshold=0", "neuron.threshold"),
+        ("neuron.beta=1.5", "neuron.beta"),
+        ("neuron.beta=0", "neuron.beta"),
+        ("data.batch_size=0", "data.batch_size"),
+        ("neuron.surrogate=bogus", "neuron.surrogate"),
+        ("neuron.reset=never", "neuron.reset"),
+        ("optimizer.lr=-1", "optimizer.lr"),
+        ("model.hidden_sizes=[0]", "model.hidden_sizes"),
+        ("model=csnn model.channels=[]", "model.channels"),
+    ],
+)
 def test_invalid_values_name_the_key(compose_cfg, override, key):
     with pytest.raises(ConfigError, match=rf"^{key}=.*allowed"):
         validate(compose_cfg(*override.split()))
@@ -72,7 +75,9 @@ def test_plif_rejects_beta_one(compose_cfg):
 
 
 def _train(*args, cwd):
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_invalid_value_is_one_line_and_nonzero(tmp_path, mnist_root):

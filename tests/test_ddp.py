@@ -1,4 +1,5 @@
 """Data-parallel training over 2 CPU processes (gloo), alone and inside a Hydra multirun."""
+
 import json
 import os
 import subprocess
@@ -9,8 +10,18 @@ from tests.conftest import ROOT, TINY
 
 def run_train(*args, cwd):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, str(ROOT / "train.py"), *args, *TINY, "trainer=ddp", "trainer.accelerator=cpu",
-               "trainer.devices=2", "model.hidden_sizes=[16]", "trainer.max_epochs=2", "trainer.enable_progress_bar=false"]
+    command = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        *args,
+        *TINY,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "model.hidden_sizes=[16]",
+        "trainer.max_epochs=2",
+        "trainer.enable_progress_bar=false",
+    ]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -42,10 +53,26 @@ def test_submitit_local_launcher_runs_a_two_job_sweep(tmp_path, mnist_root):
 
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=local", "T=1,2", *TINY,
-                             f"data.root={mnist_root}", "model.hidden_sizes=[16]", "trainer.max_epochs=1",
-                             "trainer.enable_progress_bar=false", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "-m",
+            "hydra/launcher=local",
+            "T=1,2",
+            *TINY,
+            f"data.root={mnist_root}",
+            "model.hidden_sizes=[16]",
+            "trainer.max_epochs=1",
+            "trainer.enable_progress_bar=false",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     found = sorted(json.loads(p.read_text())["T"] for p in (tmp_path / "sweep").rglob("results.json"))
     assert found == [1, 2]

@@ -21,8 +21,11 @@ def checkpoint(tmp_path_factory, mnist_root):
     from tests.conftest import CONF, TINY
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", return_hydra_config=True, overrides=[
-            f"data.root={mnist_root}", *TINY, "T=4", "model.hidden_sizes=[32]", "trainer.max_epochs=2"])
+        cfg = compose(
+            "config",
+            return_hydra_config=True,
+            overrides=[f"data.root={mnist_root}", *TINY, "T=4", "model.hidden_sizes=[32]", "trainer.max_epochs=2"],
+        )
     choices = dict(cfg.hydra.runtime.choices)
     with open_dict(cfg):
         del cfg.hydra
@@ -33,8 +36,14 @@ def checkpoint(tmp_path_factory, mnist_root):
 
 def evaluate(*args, cwd, data_root):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SNN_DATA_DIR": str(data_root)}
-    return subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "evaluate.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def only_output_dir(cwd):

@@ -11,9 +11,18 @@ from tests.conftest import ROOT, TINY
 
 def train(*args, cwd, data_root, timeout=600):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, str(ROOT / "train.py"), "-m", *args, f"data.root={data_root}", *TINY,
-               "model.hidden_sizes=[16]", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-               f"hydra.sweep.dir={cwd / 'sweep'}"]
+    command = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "-m",
+        *args,
+        f"data.root={data_root}",
+        *TINY,
+        "model.hidden_sizes=[16]",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        f"hydra.sweep.dir={cwd / 'sweep'}",
+    ]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -23,8 +32,14 @@ def results(cwd):
 
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path, mnist_root):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    result = train("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "torch_threads=1", "T=1,2",
-                   cwd=tmp_path, data_root=mnist_root)
+    result = train(
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "torch_threads=1",
+        "T=1,2",
+        cwd=tmp_path,
+        data_root=mnist_root,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Joblib.Parallel" in result.stderr + result.stdout
     assert sorted(r["T"] for r in results(tmp_path).values()) == [1, 2]
@@ -49,11 +64,37 @@ def test_a_failed_job_does_not_lose_the_others(tmp_path, mnist_root):
 
 def test_report_collects_results_and_skips_broken_files(tmp_path, capsys):
     runs = [
-        {"model": "ann", "baseline": "none", "neuron": "none", "encoder": "none", "T": 1, "test/acc": 0.98,
-         "test/macs": 794000, "test/synops": 0, "test/energy_nJ": 3652.4, "epochs": 10, "wall_time_s": 44},
-        *({"model": "snn", "baseline": "none", "neuron": "lif", "encoder": enc, "T": t, "test/acc": 0.9 + t / 1000,
-           "test/firing_rate/layer1": 0.05, "test/synops": 1e6, "test/macs": 0, "test/energy_nJ": 900.0,
-           "epochs": 3, "wall_time_s": 60} for enc in ("rate", "direct") for t in (1, 5, 25)),
+        {
+            "model": "ann",
+            "baseline": "none",
+            "neuron": "none",
+            "encoder": "none",
+            "T": 1,
+            "test/acc": 0.98,
+            "test/macs": 794000,
+            "test/synops": 0,
+            "test/energy_nJ": 3652.4,
+            "epochs": 10,
+            "wall_time_s": 44,
+        },
+        *(
+            {
+                "model": "snn",
+                "baseline": "none",
+                "neuron": "lif",
+                "encoder": enc,
+                "T": t,
+                "test/acc": 0.9 + t / 1000,
+                "test/firing_rate/layer1": 0.05,
+                "test/synops": 1e6,
+                "test/macs": 0,
+                "test/energy_nJ": 900.0,
+                "epochs": 3,
+                "wall_time_s": 60,
+            }
+            for enc in ("rate", "direct")
+            for t in (1, 5, 25)
+        ),
     ]
     for i, run in enumerate(runs):
         (tmp_path / f"run{i}").mkdir()

@@ -31,8 +31,15 @@ def test_fast_dev_run(compose_cfg, tmp_path, model):
 
 
 def test_short_training_learns_and_logs_everything(compose_cfg, tmp_path):
-    results = _train_composed(compose_cfg, tmp_path, "T=4", "model.hidden_sizes=[64]", "trainer.max_epochs=6",
-                              "optimizer.lr=5e-3", "encoder=direct")
+    results = _train_composed(
+        compose_cfg,
+        tmp_path,
+        "T=4",
+        "model.hidden_sizes=[64]",
+        "trainer.max_epochs=6",
+        "optimizer.lr=5e-3",
+        "encoder=direct",
+    )
     assert results["test/acc"] > 0.5  # 10 bar-shaped classes: far above chance (0.1)
     assert (tmp_path / "checkpoints" / "best.ckpt").exists() and (tmp_path / "checkpoints" / "last.ckpt").exists()
     events = EventAccumulator(str(tmp_path), size_guidance={"images": 0}).Reload()  # 0: keep every image
@@ -62,11 +69,24 @@ def test_hparams_tab_lists_choices_and_metrics(compose_cfg, tmp_path):
 
 
 def test_multirun_leaves_one_folder_per_job(tmp_path, mnist_root):
-    args = ["-m", "T=1,2", "model.hidden_sizes=[32]", "trainer.max_epochs=1", f"data.root={mnist_root}", *TINY,
-            f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    args = [
+        "-m",
+        "T=1,2",
+        "model.hidden_sizes=[32]",
+        "trainer.max_epochs=1",
+        f"data.root={mnist_root}",
+        *TINY,
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     runs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir())
     assert [p.name for p in runs] == [
@@ -90,9 +110,24 @@ def test_same_seed_same_metrics_and_environment_recorded(compose_cfg, tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_line(tmp_path, mnist_root):
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "model=ann", "optimizer.lr=1e30", "trainer.max_epochs=3",
-                             f"data.root={mnist_root}", *TINY, f"hydra.run.dir={tmp_path / 'run'}"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "model=ann",
+            "optimizer.lr=1e30",
+            "trainer.max_epochs=3",
+            f"data.root={mnist_root}",
+            *TINY,
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: train/loss became nan at epoch") or last.startswith("error: train/loss became inf at epoch")
+    assert last.startswith("error: train/loss became nan at epoch") or last.startswith(
+        "error: train/loss became inf at epoch"
+    )
