@@ -120,6 +120,8 @@ def _line_chart(ax, xlabel: str, ylabel: str):
 def _run_label(run: dict) -> str:
     if run.get("encoder") == "none":
         return str(run.get("model"))
+    if run.get("baseline", "none") not in ("none", run.get("model")):
+        return f"{run['baseline']} T={run.get('T')}"
     return f"{run.get('model')} {run.get('encoder')} T={run.get('T')}"
 
 
@@ -127,11 +129,17 @@ def accuracy_vs_T_figure(runs: list[dict]):
     """Test accuracy against T, one line per (model, encoding); non-spiking baselines as horizontal lines."""
     fig, ax = plt.subplots(figsize=(6, 4))
     spiking = [r for r in runs if r.get("encoder") != "none"]
-    for key in sorted({(r.get("model"), r.get("encoder")) for r in spiking}, key=str):
-        points = sorted((r["T"], 100 * r["test/acc"]) for r in spiking if (r.get("model"), r.get("encoder")) == key)
-        ax.plot(*zip(*points), marker="o", label=f"{key[0]}, {key[1]}")
+
+    def series(r):  # runs differing only in T form one line
+        return (r.get("model"), r.get("encoder"), r.get("baseline", "none"), r.get("epochs"))
+
+    for key in sorted({series(r) for r in spiking}, key=str):
+        points = sorted((r["T"], 100 * r["test/acc"]) for r in spiking if series(r) == key)
+        model, encoder, baseline, epochs = key
+        name = f"{model}, {encoder}" if baseline in ("none", model) else baseline
+        ax.plot(*zip(*points), marker="o", label=f"{name} ({epochs} epochs)")
     for i, r in enumerate(r for r in runs if r.get("encoder") == "none"):
-        ax.axhline(100 * r["test/acc"], ls="--", color=plt.cm.Greys(0.5 + 0.15 * i), label=f"{r.get('model')} (ANN)")
+        ax.axhline(100 * r["test/acc"], ls="--", color=plt.cm.Greys(0.5 + 0.15 * i), label=f"{r.get('model')} (ANN, {r.get('epochs')} epochs)")
     return _line_chart(ax, "time steps T", "test accuracy (%)")
 
 
