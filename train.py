@@ -36,5 +36,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = quote_path_overrides(sys.argv[1:], ("ckpt_path", "data.root"))
+    sys.argv[1:] = quote_path_overrides(sys.argv[1:], ("ckpt_path", "data.root", "hydra.run.dir"))
     main()
