@@ -7,22 +7,23 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from snn.classifier import Classifier
-from snn.config import ConfigError
+from snn.config import ConfigError, validate
 from snn.data import load_mnist
 from snn.digits import image_files, load_digit
 from snn.plots import confusion_figure, inference_figure, save
 from snn.spike_stats import SpikeStats
+from snn.training import describe
 
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable or not from this project."""
 
 
-def load_classifier(path: str | Path, T: int | None = None) -> tuple[Classifier, dict]:
+def load_classifier(path: str | Path, T: int | None = None) -> tuple[Classifier, DictConfig]:
     """Rebuild the trained model from the run config stored in its checkpoint; `T` overrides the time steps."""
     path = Path(path)
     if not path.is_file():
@@ -35,9 +36,8 @@ def load_classifier(path: str | Path, T: int | None = None) -> tuple[Classifier,
         raise CheckpointError(f"{path}: not a checkpoint written by train.py (it holds no run config)")
     cfg = OmegaConf.create(checkpoint["run_config"]["config"])
     if T is not None:
-        if isinstance(T, bool) or not isinstance(T, int) or T < 1:
-            raise ConfigError(f"T={T!r} is not allowed: an integer >= 1")
         cfg.T = cfg.encoder.T = T
+        validate(cfg)
     net = instantiate(cfg.model)
     encoder = instantiate(cfg.encoder) if getattr(net, "spiking", False) else None
     module = Classifier(net, encoder, cfg.optimizer, checkpoint["run_config"])
@@ -45,17 +45,13 @@ def load_classifier(path: str | Path, T: int | None = None) -> tuple[Classifier,
         module.load_state_dict(checkpoint["state_dict"])
     except (KeyError, RuntimeError) as error:
         raise CheckpointError(f"{path}: weights do not fit the stored config ({str(error).splitlines()[0]})") from None
-    return module.eval(), OmegaConf.to_container(cfg)
+    return module.eval(), cfg
 
 
-def describe_model(module: Classifier, cfg: dict, choices: dict) -> dict:
-    spiking = module.spiking
-    return {
-        "model": choices.get("model"),
-        "neuron": choices.get("neuron") if spiking else "none",
-        "encoder": choices.get("encoder") if spiking else "none",
-        "T": cfg["T"] if spiking else 1,
-    }
+def describe_model(module: Classifier, cfg: DictConfig, choices: dict) -> dict:
+    """The comparable choices of training's results.json (baselines: T=1, no encoder) that a reader needs here."""
+    described = describe(cfg, choices, module.spiking)
+    return {key: described[key] for key in ("model", "neuron", "encoder", "T")}
 
 
 @torch.no_grad()

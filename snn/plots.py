@@ -6,6 +6,8 @@ matplotlib.use("Agg")  # no display needed: evaluation and training run headless
 import matplotlib.pyplot as plt
 import torch
 
+from snn.spike_stats import is_spikes
+
 
 def _raster(ax, spikes: torch.Tensor, title: str, ylabel: str) -> None:
     """spikes: [T, ...] for one sample (a conv layer's maps are flattened to neurons)."""
@@ -64,7 +66,7 @@ def inference_figure(
     axes[0].axis("off")
     if trace is not None:
         inputs = trace.inputs[:, 0].reshape(trace.inputs.shape[0], -1)
-        if inputs.stride(0) == 0 or not ((inputs == 0) | (inputs == 1)).all():
+        if not is_spikes(inputs):
             axes[1].imshow(inputs.T.numpy(), aspect="auto", cmap="gray_r", interpolation="nearest")
             axes[1].set_title("input current (direct)")
             axes[1].set_xlabel("time step")
@@ -139,7 +141,12 @@ def accuracy_vs_T_figure(runs: list[dict]):
         name = f"{model}, {encoder}" if baseline in ("none", model) else baseline
         ax.plot(*zip(*points), marker="o", label=f"{name} ({epochs} epochs)")
     for i, r in enumerate(r for r in runs if r.get("encoder") == "none"):
-        ax.axhline(100 * r["test/acc"], ls="--", color=plt.cm.Greys(0.5 + 0.15 * i), label=f"{r.get('model')} (ANN, {r.get('epochs')} epochs)")
+        ax.axhline(
+            100 * r["test/acc"],
+            ls="--",
+            color=plt.cm.Greys(0.5 + 0.15 * i),
+            label=f"{r.get('model')} (ANN, {r.get('epochs')} epochs)",
+        )
     return _line_chart(ax, "time steps T", "test accuracy (%)")
 
 
