@@ -5,11 +5,13 @@ before them) run once on the time-flattened `[T*B, ...]` batch, then its spiking
 Non-spiking baselines (`spiking = False`) take the plain `[B, ...]` image.
 """
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
+from snn.sparse_input import SparseInputLinear
 from snn.spike_stats import Trace
 
 READOUTS = ("spike_count", "membrane")
@@ -52,7 +54,8 @@ class SpikingNet(nn.Module):
 
 
 class SpikingMLP(SpikingNet):
-    """784 -> hidden... -> 10, every Linear followed by a spiking neuron (output layer included)."""
+    """784 -> hidden... -> 10, every Linear followed by a spiking neuron (output layer included).
+    `sparse_input`: auto | always | never, the event-driven products of `snn.sparse_input`."""
 
     def __init__(
         self,
@@ -61,13 +64,17 @@ class SpikingMLP(SpikingNet):
         readout: str = "spike_count",
         in_features: int = 784,
         num_classes: int = 10,
+        sparse_input: str = "auto",
     ):
         sizes = [in_features, *_check_sizes(hidden_sizes), num_classes]
-        stages = [nn.Sequential(nn.Flatten(), nn.Linear(a, b)) for a, b in zip(sizes[:-1], sizes[1:])]
+        stages = [
+            nn.Sequential(nn.Flatten(), SparseInputLinear(a, b, mode=sparse_input))
+            for a, b in zip(sizes[:-1], sizes[1:])
+        ]
         super().__init__(stages, neuron, readout)
 
 
-def _conv_stages(channels: Sequence[int], hidden_size: int, num_classes: int) -> list[nn.Sequential]:
+def _conv_stages(channels: Sequence[int], hidden_size: int, num_classes: int, linear=nn.Linear) -> list[nn.Sequential]:
     """conv-BN (-pool) x len(channels), then FC hidden, then FC out; pooling opens the following stage."""
     channels = [1, *_check_sizes(channels, "channels")]
     stages = []
@@ -75,8 +82,8 @@ def _conv_stages(channels: Sequence[int], hidden_size: int, num_classes: int) ->
         pool = [nn.MaxPool2d(2)] if i else []
         stages.append(nn.Sequential(*pool, nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out)))
     side = 28 // 2 ** (len(channels) - 1)
-    stages.append(nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), nn.Linear(channels[-1] * side * side, hidden_size)))
-    stages.append(nn.Sequential(nn.Linear(hidden_size, num_classes)))
+    stages.append(nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), linear(channels[-1] * side * side, hidden_size)))
+    stages.append(nn.Sequential(linear(hidden_size, num_classes)))
     return stages
 
 
@@ -90,8 +97,10 @@ class SpikingCNN(SpikingNet):
         hidden_size: int = 128,
         readout: str = "membrane",
         num_classes: int = 10,
+        sparse_input: str = "auto",  # for the fully connected stages, whose inputs are spikes
     ):
-        super().__init__(_conv_stages(channels, hidden_size, num_classes), neuron, readout)
+        linear = functools.partial(SparseInputLinear, mode=sparse_input)
+        super().__init__(_conv_stages(channels, hidden_size, num_classes, linear), neuron, readout)
 
 
 class MLP(nn.Module):

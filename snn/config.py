@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from snn.architectures import READOUTS
 from snn.classifier import OPTIMIZERS, SCHEDULES
 from snn.neurons import RESETS
+from snn.sparse_input import MODES as SPARSE_INPUT_MODES
 from snn.surrogates import SURROGATES
 
 # The run folder is named by its overrides; a run with none is named "defaults".
@@ -82,6 +83,9 @@ def validate(cfg: DictConfig) -> None:
     readout = OmegaConf.select(cfg, "model.readout")
     if readout is not None:
         _require(readout in READOUTS, "model.readout", readout, ", ".join(READOUTS))
+    sparse_input = OmegaConf.select(cfg, "model.sparse_input")
+    if sparse_input is not None:
+        _require(sparse_input in SPARSE_INPUT_MODES, "model.sparse_input", sparse_input, ", ".join(SPARSE_INPUT_MODES))
 
     neuron = cfg.neuron
     threshold = _number(cfg, "neuron.threshold")

@@ -62,6 +62,7 @@ def test_optuna_search_composes(compose_cfg):
         ("optimizer.lr=-1", "optimizer.lr"),
         ("model.hidden_sizes=[0]", "model.hidden_sizes"),
         ("model=csnn model.channels=[]", "model.channels"),
+        ("model.sparse_input=yes", "model.sparse_input"),
     ],
 )
 def test_invalid_values_name_the_key(compose_cfg, override, key):
