@@ -8,7 +8,7 @@ Membrane dynamics follow snnTorch's `Leaky` exactly (reset signal detached, appl
 
 `LIF`, `IF` and `PLIF` run the whole sequence in one autograd function (`_LeakySequence`): a forward
 loop without a per-step graph and a hand-written backward through time, storing only the membrane
-and the spikes (as bool) for backward.
+for backward (the spikes are `membrane > threshold`).
 """
 
 import math
@@ -17,51 +17,80 @@ import snntorch
 import torch
 from torch import nn
 
+from snn import kernels
 from snn.surrogates import Surrogate, surrogate_by_name
 
 RESETS = ("subtract", "zero")
 
 
+def _leaky_loop(current, b: float, threshold: float, zero_reset: bool):
+    membrane, spikes = torch.empty_like(current), torch.empty_like(current)
+    membrane[0] = current[0]
+    torch.gt(current[0], threshold, out=spikes[0])
+    for t in range(1, current.shape[0]):
+        if zero_reset:  # (1 - S) * U first, exactly as snnTorch orders it
+            torch.mul(membrane[t - 1], 1 - spikes[t - 1], out=membrane[t])
+            membrane[t].mul_(b).add_(current[t])
+        else:
+            torch.mul(membrane[t - 1], b, out=membrane[t])
+            membrane[t].add_(current[t]).sub_(spikes[t - 1], alpha=threshold)
+        torch.gt(membrane[t], threshold, out=spikes[t])
+    return spikes, membrane
+
+
+def _leaky_loop_backward_(grad, membrane, b: float, threshold: float, zero_reset: bool) -> None:
+    keep = (membrane <= threshold).to(membrane.dtype) if zero_reset else None
+    for t in range(membrane.shape[0] - 2, -1, -1):
+        if zero_reset:
+            grad[t].addcmul_(grad[t + 1], keep[t], value=b)
+        else:
+            grad[t].add_(grad[t + 1], alpha=b)
+
+
 class _LeakySequence(torch.autograd.Function):
+    """On CPU the time loops run in C++ (`csrc/lif.cpp`), elsewhere as tensor ops per step; same numbers."""
+
     @staticmethod
     def forward(ctx, current, beta, threshold: float, zero_reset: bool, surrogate: Surrogate):
-        b = float(beta)
-        membrane, spikes = torch.empty_like(current), torch.empty_like(current)
-        membrane[0] = current[0]
-        torch.gt(current[0], threshold, out=spikes[0])
-        for t in range(1, current.shape[0]):
-            if zero_reset:  # (1 - S) * U first, exactly as snnTorch orders it
-                torch.mul(membrane[t - 1], 1 - spikes[t - 1], out=membrane[t])
-                membrane[t].mul_(b).add_(current[t])
-            else:
-                torch.mul(membrane[t - 1], b, out=membrane[t])
-                membrane[t].add_(current[t]).sub_(spikes[t - 1], alpha=threshold)
-            torch.gt(membrane[t], threshold, out=spikes[t])
-        ctx.save_for_backward(membrane, spikes.bool())
+        b, T = float(beta), current.shape[0]
+        if kernels.usable(current):
+            steps = current[:1] if current.stride(0) == 0 else current  # direct input: one step, repeated
+            spikes, membrane = kernels.load().lif_forward(steps.reshape(len(steps), -1), T, b, threshold, zero_reset)
+            spikes, membrane = spikes.view(current.shape), membrane.view(current.shape)
+        else:
+            spikes, membrane = _leaky_loop(current, b, threshold, zero_reset)
+        ctx.save_for_backward(membrane)  # spikes are membrane > threshold: no need to keep them
+        ctx.set_materialize_grads(False)  # an output nobody used gets None, not a tensor of zeros to add
         ctx.beta, ctx.threshold, ctx.zero_reset, ctx.surrogate = b, threshold, zero_reset, surrogate
         ctx.beta_needs_grad = isinstance(beta, torch.Tensor) and beta.requires_grad
         return spikes, membrane
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_membrane):
-        membrane, fired = ctx.saved_tensors
-        b = ctx.beta
+        (membrane,) = ctx.saved_tensors
+        b, threshold, zero_reset = ctx.beta, ctx.threshold, ctx.zero_reset
         # dL/dU[t] = dL/dS[t] * S'(U[t]) + dL/dU[t] (direct) + beta * keep[t] * dL/dU[t+1]
-        if grad_spikes is None:
-            grad = torch.zeros_like(membrane)
+        if kernels.usable(membrane) and ctx.surrogate.kernel_id is not None:
+            T = len(membrane)
+            flat = [None if g is None else g.reshape(T, -1) for g in (grad_spikes, grad_membrane)]
+            grad = (
+                kernels.load()
+                .lif_backward(
+                    *flat, membrane.view(T, -1), b, threshold, zero_reset, ctx.surrogate.kernel_id, ctx.surrogate.slope
+                )
+                .view(membrane.shape)
+            )
         else:
-            grad = ctx.surrogate.derivative(membrane - ctx.threshold).mul_(grad_spikes)
-        if grad_membrane is not None:
-            grad += grad_membrane
-        keep = (~fired).to(membrane.dtype) if ctx.zero_reset else None
-        for t in range(membrane.shape[0] - 2, -1, -1):
-            if ctx.zero_reset:
-                grad[t].addcmul_(grad[t + 1], keep[t], value=b)
+            if grad_spikes is None:
+                grad = torch.zeros_like(membrane)
             else:
-                grad[t].add_(grad[t + 1], alpha=b)
+                grad = ctx.surrogate.derivative(membrane - threshold).mul_(grad_spikes)
+            if grad_membrane is not None:
+                grad += grad_membrane
+            _leaky_loop_backward_(grad, membrane, b, threshold, zero_reset)
         grad_beta = None
         if ctx.beta_needs_grad:
-            previous = membrane[:-1] * keep[:-1] if ctx.zero_reset else membrane[:-1]
+            previous = membrane[:-1] * (membrane[:-1] <= threshold) if zero_reset else membrane[:-1]
             grad_beta = (grad[1:] * previous).sum().reshape(())
         return grad, grad_beta, None, None, None
 

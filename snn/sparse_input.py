@@ -1,46 +1,17 @@
 """Event-driven linear layers: when the input is spikes (mostly zeros), add up only the weights of the inputs
 that fired, in the forward pass and in the weight gradient.
 
-On CPU this runs a small C++ kernel (`csrc/sparse_input.cpp`, compiled on first use and cached by torch in
-~/.cache/torch_extensions). On other devices, for too dense inputs, or where the kernel cannot be built,
-`nn.Linear`'s dense product runs instead; both give the same numbers up to float rounding.
+On CPU this runs the C++ kernel `csrc/sparse_input.cpp` (see `snn.kernels`). On other devices, for too dense
+inputs, or where the kernel cannot be built, `nn.Linear`'s dense product runs instead; both give the same numbers
+up to float rounding.
 """
-
-import functools
-import hashlib
-import logging
-import warnings
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from snn import kernels
+
 MODES = ("auto", "always", "never")
-SOURCE = Path(__file__).with_name("csrc") / "sparse_input.cpp"
-log = logging.getLogger(__name__)
-
-
-def _cpu_tag() -> str:
-    """Compiled with -march=native, so the cache entry is per CPU type (home folders shared across machines)."""
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        flags = ""
-    return hashlib.sha1(flags.encode()).hexdigest()[:8]
-
-
-@functools.cache
-def kernel():
-    """The compiled kernel, or None (with one warning) where it cannot be built."""
-    try:
-        from torch.utils.cpp_extension import load
-
-        log.info("loading the event-driven input kernel (compiled once, ~30 s)")
-        flags = ["-O3", "-march=native", "-fopenmp"]
-        return load(f"snn_sparse_input_{_cpu_tag()}", [str(SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"])
-    except Exception as error:  # no compiler, no headers, ...: the dense product still works
-        warnings.warn(f"event-driven input kernel unavailable, using dense products: {error}".splitlines()[0])
-        return None
 
 
 class _SparseInputProduct(torch.autograd.Function):
@@ -48,7 +19,7 @@ class _SparseInputProduct(torch.autograd.Function):
     def forward(ctx, x, weight, bias, row_start, column, value):
         ctx.save_for_backward(weight, row_start, column, value)
         ctx.in_features, ctx.has_bias = x.shape[1], bias is not None
-        return kernel().sparse_mm(row_start, column, value, weight.t(), bias)
+        return kernels.load().sparse_mm(row_start, column, value, weight.t(), bias)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -57,8 +28,8 @@ class _SparseInputProduct(torch.autograd.Function):
         grad_x = grad_out @ weight if ctx.needs_input_grad[0] else None
         grad_weight = None
         if ctx.needs_input_grad[1]:  # dW^T = x^T dy, walking x column by column
-            x_t = kernel().transpose_csr(*csr, ctx.in_features)
-            grad_weight = kernel().sparse_mm(*x_t, grad_out, None).t()
+            x_t = kernels.load().transpose_csr(*csr, ctx.in_features)
+            grad_weight = kernels.load().sparse_mm(*x_t, grad_out, None).t()
         grad_bias = grad_out.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_x, grad_weight, grad_bias, None, None, None
 
@@ -76,17 +47,10 @@ class SparseInputLinear(nn.Linear):
         self.mode, self.max_density = mode, max_density
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        eligible = (
-            self.mode != "never"
-            and x.device.type == "cpu"
-            and x.dim() == 2
-            and x.dtype == self.weight.dtype == torch.float32
-            and self.out_features >= 16  # the kernel's smallest block
-            and not torch.is_autocast_enabled("cpu")
-        )
-        if not eligible or kernel() is None:
+        eligible = self.mode != "never" and x.dim() == 2 and self.out_features >= 16  # the kernel's smallest block
+        if not eligible or not kernels.usable(x, self.weight):
             return super().forward(x)
-        csr = kernel().to_csr(x.detach())
+        csr = kernels.load().to_csr(x.detach())
         if self.mode == "auto" and csr[1].numel() > self.max_density * x.numel():
             return super().forward(x)
         return _SparseInputProduct.apply(x, self.weight, self.bias, *csr)

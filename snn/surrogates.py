@@ -11,6 +11,7 @@ import torch
 
 class Surrogate:
     default_slope = 1.0
+    kernel_id = None  # the same formula's number in csrc/lif.cpp's `Surrogate` enum, if it has one
 
     def __init__(self, slope: float | None = None):
         self.slope = float(self.default_slope if slope is None else slope)
@@ -42,6 +43,7 @@ class ATan(Surrogate):
     """d/dx of arctan(pi/2 * slope * x) / pi, as in snnTorch and Fang et al. (2021)."""
 
     default_slope = 2.0
+    kernel_id = 0
 
     def derivative(self, x):
         u = x * (math.pi / 2 * self.slope)  # in place from here on: this runs on [T, B, N] tensors
@@ -52,6 +54,7 @@ class FastSigmoid(Surrogate):
     """1 / (slope * |x| + 1)^2 (Zenke & Ganguli's SuperSpike)."""
 
     default_slope = 25.0
+    kernel_id = 1
 
     def derivative(self, x):
         return x.abs().mul_(self.slope).add_(1).square_().reciprocal_()
@@ -61,6 +64,7 @@ class Sigmoid(Surrogate):
     """Derivative of sigmoid(slope * x)."""
 
     default_slope = 25.0
+    kernel_id = 2
 
     def derivative(self, x):
         kx = self.slope * x  # s(kx) * s(-kx) rather than s * (1 - s): no underflow to 0 for large x
@@ -71,6 +75,7 @@ class Triangle(Surrogate):
     """The ZIF triangle: (1/gamma)^2 * max(0, gamma - |x|) with gamma = 1 / slope."""
 
     default_slope = 1.0
+    kernel_id = 3
 
     def derivative(self, x):
         return (self.slope - self.slope**2 * x.abs()).clamp_min(0)
@@ -78,6 +83,8 @@ class Triangle(Surrogate):
 
 class StraightThrough(Surrogate):
     """Passes the gradient unchanged (slope is ignored)."""
+
+    kernel_id = 4
 
     def derivative(self, x):
         return torch.ones_like(x)

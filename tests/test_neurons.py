@@ -2,8 +2,20 @@ import pytest
 import snntorch
 import torch
 
+from snn import kernels
 from snn.neurons import IF, LIF, PLIF, SnntorchLeaky
 from snn.surrogates import SURROGATES, surrogate_by_name
+
+
+@pytest.fixture(params=["kernel", "tensor"])
+def backend(request, monkeypatch):
+    """Both implementations of the time loops: the C++ kernel and the tensor ops per step."""
+    if request.param == "kernel":
+        if kernels.load() is None:
+            pytest.skip("the C++ kernels could not be built here")
+    else:
+        monkeypatch.setattr(kernels, "usable", lambda *tensors: False)
+    return request.param
 
 
 def _leaky_reference(current, beta, threshold, reset, surrogate):
@@ -34,7 +46,7 @@ def _grads(run, current, *params):
 @pytest.mark.parametrize("surrogate", sorted(SURROGATES))
 @pytest.mark.parametrize("T", [1, 50])
 @pytest.mark.parametrize("leak", ["lif", "if"])
-def test_fused_neuron_matches_snntorch_leaky_step_for_step(reset, surrogate, T, leak):
+def test_fused_neuron_matches_snntorch_leaky_step_for_step(backend, reset, surrogate, T, leak):
     torch.manual_seed(0)
     current = (torch.randn(T, 8, 33) * 0.8 + (0.4 if leak == "lif" else 0.1)).requires_grad_()
     beta = 0.85 if leak == "lif" else 1.0
@@ -50,7 +62,7 @@ def test_fused_neuron_matches_snntorch_leaky_step_for_step(reset, surrogate, T, 
 
 
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
-def test_plif_learnable_decay_gradient_matches_autograd(reset):
+def test_plif_learnable_decay_gradient_matches_autograd(backend, reset):
     torch.manual_seed(0)
     current = (torch.randn(20, 4, 16) + 0.3).requires_grad_()
     plif = PLIF(beta=0.8, threshold=1.0, reset=reset)
@@ -62,7 +74,31 @@ def test_plif_learnable_decay_gradient_matches_autograd(reset):
     assert g_logit.abs() > 0
 
 
-def test_if_integrates_without_leak():
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_kernel_and_tensor_loops_agree_bit_for_bit(monkeypatch, reset):
+    if kernels.load() is None:
+        pytest.skip("the C++ kernels could not be built here")
+    torch.manual_seed(0)
+    current = (torch.randn(25, 64, 300) * 0.6 + 0.25).requires_grad_()
+    lif = LIF(0.9, 1.0, reset)
+    fast = _grads(lif.run, current)
+    monkeypatch.setattr(kernels, "usable", lambda *tensors: False)
+    slow = _grads(lif.run, current)
+    assert torch.equal(fast[0], slow[0]) and torch.equal(fast[1], slow[1])
+    torch.testing.assert_close(fast[2][0], slow[2][0], rtol=1e-5, atol=1e-5)  # torch may fuse multiply-adds
+
+
+def test_repeated_input_is_not_materialised(backend):
+    """Direct encoding hands the neuron one current expanded over T (stride 0); same result as a real copy."""
+    torch.manual_seed(0)
+    step = (torch.randn(6, 40) + 0.5).requires_grad_()
+    expanded = _grads(LIF().run, step.expand(10, 6, 40), step)
+    copied = _grads(LIF().run, step.expand(10, 6, 40).clone(), step)
+    assert torch.equal(expanded[0], copied[0])
+    torch.testing.assert_close(expanded[2][0], copied[2][0])
+
+
+def test_if_integrates_without_leak(backend):
     spikes, membrane = IF(threshold=1.0).run(torch.full((4, 1, 1), 0.4))
     assert membrane.flatten().tolist() == pytest.approx([0.4, 0.8, 1.2, 0.6])  # fires at t=2, subtracts 1 at t=3
     assert spikes.flatten().tolist() == [0, 0, 1, 0]

@@ -2,12 +2,12 @@ import pytest
 import torch
 from torch import nn
 
-from snn import sparse_input
+from snn import kernels, sparse_input
 from snn.architectures import SpikingMLP
 from snn.neurons import LIF
 from snn.sparse_input import SparseInputLinear
 
-requires_kernel = pytest.mark.skipif(sparse_input.kernel() is None, reason="the C++ kernel could not be built here")
+requires_kernel = pytest.mark.skipif(kernels.load() is None, reason="the C++ kernel could not be built here")
 
 
 def _layers(in_features, out_features, mode="always"):
@@ -69,7 +69,7 @@ def test_auto_mode_chooses_by_density(monkeypatch):
 
 
 def test_without_the_kernel_the_dense_product_runs(monkeypatch):
-    monkeypatch.setattr(sparse_input, "kernel", lambda: None)
+    monkeypatch.setattr(kernels, "load", lambda: None)
     sparse, dense = _layers(20, 30)
     x = (torch.rand(8, 20) < 0.1).float()
     torch.testing.assert_close(sparse(x), dense(x))

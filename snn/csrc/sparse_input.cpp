@@ -128,9 +128,3 @@ torch::Tensor sparse_mm(const torch::Tensor& row_start, const torch::Tensor& col
   });
   return out;
 }
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("to_csr", &to_csr, "the non-zeros of a 2-D float tensor, row by row");
-  m.def("transpose_csr", &transpose_csr, "the CSR of the transposed matrix");
-  m.def("sparse_mm", &sparse_mm, "sparse (CSR) times dense, plus an optional broadcast start row");
-}

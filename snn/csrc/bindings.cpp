@@ -1,0 +1,21 @@
+// The CPU kernels of snn/kernels.py as one extension module.
+#include <torch/extension.h>
+
+std::vector<torch::Tensor> to_csr(const torch::Tensor& x);
+std::vector<torch::Tensor> transpose_csr(const torch::Tensor& row_start, const torch::Tensor& column,
+                                         const torch::Tensor& value, int64_t columns);
+torch::Tensor sparse_mm(const torch::Tensor& row_start, const torch::Tensor& column, const torch::Tensor& value,
+                        const torch::Tensor& dense, const c10::optional<torch::Tensor>& start);
+std::vector<torch::Tensor> lif_forward(const torch::Tensor& current, int64_t T, double beta, double threshold,
+                                       bool zero_reset);
+torch::Tensor lif_backward(const c10::optional<torch::Tensor>& grad_spikes,
+                           const c10::optional<torch::Tensor>& grad_membrane, const torch::Tensor& membrane,
+                           double beta, double threshold, bool zero_reset, int64_t surrogate, double slope);
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("to_csr", &to_csr, "the non-zeros of a 2-D float tensor, row by row");
+  m.def("transpose_csr", &transpose_csr, "the CSR of the transposed matrix");
+  m.def("sparse_mm", &sparse_mm, "sparse (CSR) times dense, plus an optional broadcast start row");
+  m.def("lif_forward", &lif_forward, "LIF spikes and membrane over all time steps");
+  m.def("lif_backward", &lif_backward, "the LIF gradient with respect to its input current, through time");
+}

@@ -1,0 +1,50 @@
+"""The C++ CPU kernels in `snn/csrc/`: event-driven products for spike inputs (`snn.sparse_input`) and the LIF
+recurrences through time (`snn.neurons`). Compiled on first use and cached by torch (~/.cache/torch_extensions);
+where that is not possible, the callers run their plain tensor code instead.
+"""
+
+import functools
+import hashlib
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCES = [Path(__file__).with_name("csrc") / name for name in ("bindings.cpp", "sparse_input.cpp", "lif.cpp")]
+log = logging.getLogger(__name__)
+
+
+def _cpu_tag() -> str:
+    """Built with -march=native, so one cache entry per CPU type (home folders shared across machines)."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        flags = ""
+    return hashlib.sha1(flags.encode()).hexdigest()[:8]
+
+
+@functools.cache
+def load():
+    """The compiled extension, or None (with one warning) where it cannot be built."""
+    try:
+        from torch.utils.cpp_extension import load as build
+
+        log.info("loading the CPU kernels (compiled once, ~1 min)")
+        # fp-contract=off: no fused multiply-adds, so the LIF spikes match the tensor code bit for bit
+        flags = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"]
+        return build(
+            f"snn_kernels_{_cpu_tag()}", [str(s) for s in SOURCES], extra_cflags=flags, extra_ldflags=["-fopenmp"]
+        )
+    except Exception as error:  # no compiler, no headers, ...: the tensor code still works
+        warnings.warn(f"C++ kernels unavailable, using plain tensor code: {str(error).splitlines()[0]}")
+        return None
+
+
+def usable(*tensors: torch.Tensor) -> bool:
+    """Whether the CPU kernels apply: float32 tensors on the CPU, outside autocast, and the extension built."""
+    return (
+        all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+        and not torch.is_autocast_enabled("cpu")
+        and load() is not None
+    )
