@@ -28,6 +28,7 @@ def _cpu_tag() -> str:
 def load():
     """The compiled extension, or None (with one warning) where it cannot be built."""
     try:
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime" on CPU machines
         from torch.utils.cpp_extension import load as build
 
         log.info("loading the CPU kernels (compiled once, ~1 min)")
