@@ -3,7 +3,8 @@
     python benchmarks/throughput.py                  # rate and direct input, T=25, batch 128
     python benchmarks/throughput.py --device cuda    # the same on a GPU
 
-Compared in one process: this project's fused multi-step LIF; the usual snnTorch loop (nn.Linear +
+Compared in one process: this project (fused multi-step LIF, event-driven input products; on CPU in C++, and for
+reference with dense products and with no C++ at all); the usual snnTorch loop (nn.Linear +
 snntorch.Leaky per step); SpikingJelly's multi-step LIFNode (torch backend) when it is installed
 (`pip install -e .[bench]`). All use LIF beta=0.9 (SpikingJelly: tau=10, no input decay), threshold 1,
 subtract reset detached, the atan surrogate, cross-entropy on output spike counts and Adam.
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from snntorch import spikegen
 from torch import nn
 
+from snn import kernels
 from snn.architectures import SpikingMLP
 from snn.data import load_mnist
 from snn.encoders import DirectEncoder, RateEncoder
@@ -36,6 +38,12 @@ class Ours(nn.Module):
 
     def forward(self, images):
         return self.net(self.encoder(images))
+
+
+class OursTensorCode(Ours):
+    """This project without its C++ kernels (as on a machine without a compiler, or SNN_KERNELS=0)."""
+
+    kernels = False
 
 
 class SnntorchLoop(nn.Module):
@@ -114,6 +122,7 @@ class Trainer:
         self.run(3)  # warm-up
 
     def run(self, steps: int) -> None:
+        kernels.enabled = getattr(self.model, "kernels", True)
         sync = torch.cuda.synchronize if self.device.type == "cuda" else lambda: None
         sync()
         start = time.perf_counter()
@@ -179,6 +188,7 @@ def main():
     candidates = [
         ("rate", "this project", Ours),
         ("rate", "this project, dense products", partial(Ours, sparse_input="never")),
+        ("rate", "this project, no C++ kernels", OursTensorCode),
         ("rate", "snnTorch loop", SnntorchLoop),
     ]
     try:
@@ -194,6 +204,7 @@ def main():
     for encoding, name, cls in candidates:
         torch.manual_seed(0)
         model = cls(args.T, args.hidden, encoding == "direct").to(device)
+        kernels.enabled = getattr(model, "kernels", True)
         memories.append(saved_for_backward_mib(model, *batches[0]))
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()

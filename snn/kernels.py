@@ -1,16 +1,18 @@
 """The C++ CPU kernels in `snn/csrc/`: event-driven products for spike inputs (`snn.sparse_input`) and the LIF
 recurrences through time (`snn.neurons`). Compiled on first use and cached by torch (~/.cache/torch_extensions);
-where that is not possible, the callers run their plain tensor code instead.
+where that is not possible, or with SNN_KERNELS=0 in the environment, the callers run their plain tensor code.
 """
 
 import functools
 import hashlib
 import logging
+import os
 import warnings
 from pathlib import Path
 
 import torch
 
+enabled = os.environ.get("SNN_KERNELS", "1") != "0"
 SOURCES = [Path(__file__).with_name("csrc") / name for name in ("bindings.cpp", "sparse_input.cpp", "lif.cpp")]
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,8 @@ def load():
 def usable(*tensors: torch.Tensor) -> bool:
     """Whether the CPU kernels apply: float32 tensors on the CPU, outside autocast, and the extension built."""
     return (
-        all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+        enabled
+        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
         and not torch.is_autocast_enabled("cpu")
         and load() is not None
     )
