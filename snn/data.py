@@ -60,6 +60,18 @@ def random_shift(images: torch.Tensor, max_shift: int) -> torch.Tensor:
     return padded[torch.arange(n, device=images.device)[:, None, None], 0, rows, cols].unsqueeze(1)
 
 
+def random_rotate_scale(images: torch.Tensor, max_degrees: float, max_scale: float) -> torch.Tensor:
+    """Rotate each image about its centre by up to +-max_degrees and zoom it by a factor in 1 +- max_scale."""
+    n = len(images)
+    angle = (torch.rand(n, device=images.device) * 2 - 1) * math.radians(max_degrees)
+    zoom = 1 + (torch.rand(n, device=images.device) * 2 - 1) * max_scale
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom  # the grid maps output to input coordinates
+    zero = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, align_corners=False, padding_mode="zeros")
+
+
 def _loader(images, labels, batch_size: int, shuffle: bool) -> DataLoader:
     dataset = TensorDataset(images, labels)
     order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
@@ -78,11 +90,18 @@ class MNISTDataModule(pl.LightningDataModule):
         split_seed: int = 0,
         download: bool = True,
         max_shift: int = 0,
+        max_rotation: float = 0.0,
+        max_scale: float = 0.0,
     ):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.max_shift = max_shift
+        if max_shift < 0 or max_rotation < 0 or not 0 <= max_scale < 1:
+            raise ValueError(
+                f"augmentation out of range: max_shift={max_shift} (>= 0), max_rotation={max_rotation} (>= 0), "
+                f"max_scale={max_scale} (in [0, 1))"
+            )
+        self.max_shift, self.max_rotation, self.max_scale = max_shift, max_rotation, max_scale
         self.root, self.batch_size, self.val_size, self.split_seed = root, batch_size, val_size, split_seed
         self.download = download
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -108,10 +127,14 @@ class MNISTDataModule(pl.LightningDataModule):
         self.splits = {name: (x.to(device), y.to(device)) for name, (x, y) in splits.items()}
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
-        if self.max_shift and self.trainer is not None and self.trainer.training:
-            images, labels = batch
-            batch = (random_shift(images, self.max_shift), labels)
-        return batch
+        if self.trainer is None or not self.trainer.training:
+            return batch
+        images, labels = batch
+        if self.max_rotation or self.max_scale:
+            images = random_rotate_scale(images, self.max_rotation, self.max_scale)
+        if self.max_shift:
+            images = random_shift(images, self.max_shift)
+        return images, labels
 
     def train_dataloader(self):
         return _loader(*self.splits["train"], self.batch_size, shuffle=True)

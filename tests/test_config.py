@@ -63,6 +63,8 @@ def test_optuna_search_composes(compose_cfg):
         ("model.hidden_sizes=[0]", "model.hidden_sizes"),
         ("model=csnn model.channels=[]", "model.channels"),
         ("model.sparse_input=yes", "model.sparse_input"),
+        ("data.max_rotation=-5", "data.max_rotation"),
+        ("data.max_scale=1.5", "data.max_scale"),
     ],
 )
 def test_invalid_values_name_the_key(compose_cfg, override, key):
@@ -116,6 +118,19 @@ def test_corrupt_idx_file_is_named(tmp_path, damage):
     images.write_bytes(data[:-100] if damage == "truncate" else b"GIF89a" + data[6:])
     with pytest.raises(DataError, match=rf"^{images}: (truncated or corrupt|not an MNIST IDX)"):
         load_mnist(root, train=True, download=False)
+
+
+def test_random_rotation_and_zoom():
+    from snn.data import random_rotate_scale
+
+    torch.manual_seed(0)
+    images = torch.zeros(64, 1, 28, 28)
+    images[:, :, 10:18, 12:16] = 1.0
+    assert torch.allclose(random_rotate_scale(images, 0, 0), images, atol=1e-6)  # nothing asked, nothing moved
+    moved = random_rotate_scale(images, 15, 0.1)
+    assert moved.shape == images.shape and not torch.allclose(moved, images, atol=0.1)
+    area = moved.sum((1, 2, 3)) / images.sum((1, 2, 3))  # a zoom by s scales the area by s^2
+    assert ((area > 0.9**2 - 0.05) & (area < 1.1**2 + 0.05)).all()
 
 
 def test_random_shift_moves_each_image_by_whole_pixels():
