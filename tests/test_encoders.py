@@ -12,6 +12,17 @@ def test_rate_spike_probability_is_intensity():
     assert torch.allclose(rate, torch.linspace(0, 1, 11), atol=0.02)
 
 
+def test_rate_spikes_are_independent_and_exact_at_the_ends():
+    torch.manual_seed(0)
+    spikes = RateEncoder(T=50)(torch.full((64, 1, 28, 28), 0.5)).flatten()
+    # neighbours share a 64-bit random word: each lane must still be its own coin
+    assert abs(spikes.mean() - 0.5) < 0.005
+    assert abs((spikes[:-1] * spikes[1:]).mean() - 0.25) < 0.005
+    assert abs((spikes[:-4] * spikes[4:]).mean() - 0.25) < 0.005
+    ends = RateEncoder(T=1000)(torch.tensor([0.0, 1.0]).view(2, 1, 1, 1))
+    assert ends[:, 0].sum() == 0 and ends[:, 1].sum() == 1000
+
+
 def test_rate_gain_scales_and_saturates():
     spikes = RateEncoder(T=100, gain=4.0)(torch.full((2, 1, 28, 28), 0.5))
     assert spikes.mean() == 1.0
