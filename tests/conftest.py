@@ -49,3 +49,11 @@ def compose_cfg(mnist_root):
             )
 
     return _compose
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_kernels():
+    """Build the C++ kernels once up front (about a minute on a fresh machine), not inside a timed subprocess."""
+    from snn import kernels
+
+    return kernels.load()
