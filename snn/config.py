@@ -70,7 +70,7 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.optimizer.name in OPTIMIZERS, "optimizer.name", cfg.optimizer.name, ", ".join(OPTIMIZERS))
     _require(cfg.optimizer.schedule in SCHEDULES, "optimizer.schedule", cfg.optimizer.schedule, ", ".join(SCHEDULES))
 
-    for key, example in (("model.hidden_sizes", "[1000] or [500,500]"), ("model.channels", "[32,64]")):
+    for key, example in (("model.hidden_sizes", "[1000] or [500,500]"), ("model.channels", "[32,64,128]")):
         sizes = OmegaConf.select(cfg, key)
         if sizes is not None:
             ok = OmegaConf.is_list(sizes) and len(sizes) > 0 and all(isinstance(h, int) and h >= 1 for h in sizes)
