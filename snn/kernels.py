@@ -33,7 +33,7 @@ def load():
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime" on CPU machines
         from torch.utils.cpp_extension import load as build
 
-        log.info("loading the CPU kernels (compiled once, ~1 min)")
+        log.info("loading the CPU kernels (compiled on first use, about a minute, then cached)")
         # fp-contract=off: no fused multiply-adds, so the LIF spikes match the tensor code bit for bit
         flags = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"]
         return build(
