@@ -2,6 +2,7 @@
 
 import importlib.metadata
 import json
+import logging
 import platform
 import subprocess
 import time
@@ -21,6 +22,11 @@ from snn.config import ConfigError
 
 # In-memory tensors need no loader workers; Lightning's advice to add some does not apply.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+# Noise on every run: torch 2.14 deprecates a class Lightning still uses, and Lightning advertises a cloud logger.
+warnings.filterwarnings("ignore", message=r".*LeafSpec.*deprecated.*")
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+    lambda record: "litlogger" not in record.getMessage()
+)
 
 HPARAM_METRICS = (
     "val/acc_best",
