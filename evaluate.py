@@ -6,7 +6,7 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from snn.config import ConfigError, quote_path_overrides
 from snn.data import DataError
@@ -26,7 +26,7 @@ from snn.evaluation import (
 def main(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        if OmegaConf.is_missing(cfg, "ckpt"):
+        if cfg.ckpt is None:
             raise ConfigError("ckpt is required: ckpt=outputs/<run>/checkpoints/best.ckpt")
         torch.manual_seed(cfg.seed)
         module, run_cfg = load_classifier(cfg.ckpt, cfg.T)

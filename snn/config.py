@@ -23,6 +23,17 @@ OmegaConf.register_new_resolver(
 OmegaConf.register_new_resolver("config_subdir", lambda ckpt: None if ckpt else ".hydra", replace=True)
 
 
+def eval_root(ckpt: str | None) -> str:
+    """Evaluations of outputs/<run>/checkpoints/<x>.ckpt go to outputs/<run>/eval/, of any other file to outputs/eval/."""
+    path = Path(str(ckpt)) if ckpt else None
+    return (
+        str(path.parent.parent / "eval") if path is not None and path.parent.name == "checkpoints" else "outputs/eval"
+    )
+
+
+OmegaConf.register_new_resolver("eval_root", eval_root, replace=True)
+
+
 def quote_path_overrides(argv: list[str], keys: tuple[str, ...]) -> list[str]:
     """Quote `key=path` arguments for Hydra's override parser: run folders are named like
     `T=25,encoder=rate`, and an unquoted `=` or `,` inside a path would be a syntax error."""

@@ -46,9 +46,9 @@ def evaluate(*args, cwd, data_root):
     )
 
 
-def only_output_dir(cwd):
-    (run,) = list((cwd / "outputs" / "eval").iterdir())
-    return run
+def newest_output_dir(checkpoint):
+    """Evaluations are written beside the checkpoint's run: <run>/eval/<timestamp>_<overrides>/."""
+    return max((checkpoint.parent.parent / "eval").iterdir(), key=lambda folder: folder.stat().st_mtime)
 
 
 def light_digit_png(path, offset=(5, 40)):
@@ -64,7 +64,7 @@ def light_digit_png(path, offset=(5, 40)):
 def test_checkpoint_on_test_set(checkpoint, mnist_root, tmp_path):
     result = evaluate(f"ckpt={checkpoint}", cwd=tmp_path, data_root=mnist_root)
     assert result.returncode == 0, result.stderr[-2000:]
-    out = only_output_dir(tmp_path)
+    out = newest_output_dir(checkpoint)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["T"] == 4 and metrics["model"] == "snn" and metrics["encoder"] == "rate"
     assert 0 <= metrics["test/acc"] <= 1 and len(metrics["per_class_acc"]) == 10
@@ -74,10 +74,19 @@ def test_checkpoint_on_test_set(checkpoint, mnist_root, tmp_path):
     assert "test/acc" in result.stdout and "per-class acc" in result.stdout
 
 
+def test_a_checkpoint_outside_a_run_is_evaluated_into_outputs_eval(checkpoint, mnist_root, tmp_path):
+    copy = tmp_path / "model.ckpt"
+    copy.write_bytes(checkpoint.read_bytes())
+    result = evaluate(f"ckpt={copy}", cwd=tmp_path, data_root=mnist_root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (out,) = (tmp_path / "outputs" / "eval").iterdir()
+    assert json.loads((out / "metrics.json").read_text())["checkpoint"] == str(copy)
+
+
 def test_time_steps_override_is_recorded(checkpoint, mnist_root, tmp_path):
     result = evaluate(f"ckpt={checkpoint}", "T=9", cwd=tmp_path, data_root=mnist_root)
     assert result.returncode == 0, result.stderr[-2000:]
-    out = only_output_dir(tmp_path)
+    out = newest_output_dir(checkpoint)
     assert json.loads((out / "metrics.json").read_text())["T"] == 9
     assert "T=9" in out.name
 
@@ -99,7 +108,7 @@ def test_classify_an_image_and_a_folder(checkpoint, mnist_root, tmp_path):
     light_digit_png(folder / "b.jpg", offset=(40, 5))
     result = evaluate(f"ckpt={checkpoint}", f"image={folder}", cwd=tmp_path, data_root=mnist_root)
     assert result.returncode == 0, result.stderr[-2000:]
-    out = only_output_dir(tmp_path)
+    out = newest_output_dir(checkpoint)
     predictions = json.loads((out / "predictions.json").read_text())["predictions"]
     assert [p["image"].split("/")[-1] for p in predictions] == ["a.png", "b.jpg"]
     for p in predictions:
@@ -112,7 +121,7 @@ def test_classify_an_image_and_a_folder(checkpoint, mnist_root, tmp_path):
 def test_random_test_sample_has_its_label(checkpoint, mnist_root, tmp_path):
     result = evaluate(f"ckpt={checkpoint}", "sample=random", cwd=tmp_path, data_root=mnist_root)
     assert result.returncode == 0, result.stderr[-2000:]
-    (prediction,) = json.loads((only_output_dir(tmp_path) / "predictions.json").read_text())["predictions"]
+    (prediction,) = json.loads((newest_output_dir(checkpoint) / "predictions.json").read_text())["predictions"]
     assert "label" in prediction and "(true" in result.stdout
 
 
@@ -137,3 +146,5 @@ def test_bad_input_is_one_clear_line(checkpoint, mnist_root, tmp_path, case):
     assert last.startswith("error: ") and str(image or ckpt) in last
     assert "Traceback" not in result.stderr
     assert not list(tmp_path.glob("outputs/eval/*/*.json"))  # nothing half-written
+    if case in ("corrupt_image", "empty_folder"):
+        assert not (newest_output_dir(checkpoint) / "predictions.json").exists()
