@@ -68,8 +68,11 @@ def validate(cfg: DictConfig) -> None:
     batch_size = OmegaConf.select(cfg, "data.batch_size")
     _require(isinstance(batch_size, int) and batch_size >= 1, "data.batch_size", batch_size, "an integer >= 1")
     for key in ("data.max_shift", "data.max_rotation", "data.max_scale"):
-        _require(_number(cfg, key) >= 0, key, OmegaConf.select(cfg, key), "a number >= 0")
-    _require(cfg.data.max_scale < 1, "data.max_scale", cfg.data.max_scale, "a number in [0, 1)")
+        if OmegaConf.select(cfg, key) is not None:  # absent from the stored configs of older checkpoints
+            _require(_number(cfg, key) >= 0, key, OmegaConf.select(cfg, key), "a number >= 0")
+    max_scale = OmegaConf.select(cfg, "data.max_scale")
+    if max_scale is not None:
+        _require(max_scale < 1, "data.max_scale", max_scale, "a number in [0, 1)")
     lr = _number(cfg, "optimizer.lr")
     _require(lr > 0, "optimizer.lr", lr, "a number > 0")
     _require(

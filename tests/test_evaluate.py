@@ -91,6 +91,19 @@ def test_time_steps_override_is_recorded(checkpoint, mnist_root, tmp_path):
     assert "T=9" in out.name
 
 
+def test_a_checkpoint_from_before_the_newer_keys_still_loads(checkpoint, tmp_path):
+    """Run configs stored before data.max_rotation/max_scale and model.sparse_input existed."""
+    from snn.evaluation import load_classifier
+
+    stored = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    for group, key in (("data", "max_rotation"), ("data", "max_scale"), ("model", "sparse_input")):
+        del stored["run_config"]["config"][group][key]
+    old = tmp_path / "old.ckpt"
+    torch.save(stored, old)
+    module, cfg = load_classifier(old, T=6)
+    assert cfg.T == 6 and module.net.stages[0][1].mode == "auto"
+
+
 def test_light_background_off_centre_digit_is_centred(tmp_path):
     digit = load_digit(light_digit_png(tmp_path / "one.png"))[0]
     assert digit.shape == (28, 28) and digit.max() == pytest.approx(1, abs=0.02)
