@@ -1,6 +1,7 @@
 """The C++ CPU kernels in `snn/csrc/`: event-driven products for spike inputs (`snn.sparse_input`) and the LIF
 recurrences through time (`snn.neurons`). Compiled on first use and cached by torch (~/.cache/torch_extensions);
 where that is not possible, or with SNN_KERNELS=0 in the environment, the callers run their plain tensor code.
+SNN_KERNELS=require turns a failed build into an error (CI, where a silent fallback would hide broken kernels).
 """
 
 import functools
@@ -12,18 +13,20 @@ from pathlib import Path
 
 import torch
 
-enabled = os.environ.get("SNN_KERNELS", "1") != "0"
+mode = os.environ.get("SNN_KERNELS", "1")
+enabled = mode != "0"
 SOURCES = [Path(__file__).with_name("csrc") / name for name in ("bindings.cpp", "sparse_input.cpp", "lif.cpp")]
 log = logging.getLogger(__name__)
 
 
-def _cpu_tag() -> str:
-    """Built with -march=native, so one cache entry per CPU type (home folders shared across machines)."""
+def _build_tag() -> str:
+    """Built with -march=native, so one cache entry per CPU type (home folders shared across machines), and per
+    checkout: torch rebuilds an entry whenever its source paths change, so two checkouts would take turns."""
     try:
         flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
     except (OSError, StopIteration):
         flags = ""
-    return hashlib.sha1(flags.encode()).hexdigest()[:8]
+    return hashlib.sha1(f"{flags}{SOURCES[0].parent}".encode()).hexdigest()[:8]
 
 
 @functools.cache
@@ -37,9 +40,11 @@ def load():
         # fp-contract=off: no fused multiply-adds, so the LIF spikes match the tensor code bit for bit
         flags = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"]
         return build(
-            f"snn_kernels_{_cpu_tag()}", [str(s) for s in SOURCES], extra_cflags=flags, extra_ldflags=["-fopenmp"]
+            f"snn_kernels_{_build_tag()}", [str(s) for s in SOURCES], extra_cflags=flags, extra_ldflags=["-fopenmp"]
         )
     except Exception as error:  # no compiler, no headers, ...: the tensor code still works
+        if mode == "require":
+            raise RuntimeError(f"SNN_KERNELS=require: the C++ kernels did not build: {error}") from error
         warnings.warn(f"C++ kernels unavailable, using plain tensor code: {str(error).splitlines()[0]}")
         return None
 

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import snntorch
 import torch
@@ -126,3 +128,23 @@ def test_surrogate_slope_sharpens():
 def test_unknown_surrogate_is_rejected():
     with pytest.raises(ValueError, match="unknown surrogate 'nope'; allowed: atan"):
         LIF(surrogate="nope")
+
+
+@pytest.mark.parametrize("mode", ["1", "require"])
+def test_a_kernel_build_failure_falls_back_or_fails_as_asked(tmp_path, monkeypatch, mode):
+    """By default a failed build warns and the tensor code runs; SNN_KERNELS=require (CI) makes it an error."""
+    broken = tmp_path / "broken.cpp"
+    broken.write_text("this is not C++\n")
+    monkeypatch.setattr(kernels, "SOURCES", [broken])
+    monkeypatch.setattr(kernels, "_build_tag", lambda: f"broken_{os.getpid()}")  # never touch the real build's cache
+    monkeypatch.setattr(kernels, "mode", mode)
+    kernels.load.cache_clear()
+    try:
+        if mode == "require":
+            with pytest.raises(RuntimeError, match="SNN_KERNELS=require"):
+                kernels.load()
+        else:
+            with pytest.warns(UserWarning, match="C\\+\\+ kernels unavailable"):
+                assert kernels.load() is None
+    finally:
+        kernels.load.cache_clear()  # the next caller loads the real kernels again
