@@ -15,9 +15,12 @@ from snn.evaluation import (
     CheckpointError,
     classify_files,
     classify_test_sample,
+    default_repeats,
     describe_model,
     evaluate_test_set,
     load_classifier,
+    prediction_line,
+    test_set_summary,
     write_json,
 )
 
@@ -38,18 +41,12 @@ def main(cfg: DictConfig) -> None:
                 else classify_test_sample(module, cfg.data.root, cfg.sample, out_dir, cfg.seed)
             )
             write_json(out_dir / "predictions.json", {**info, "predictions": results})
-            for r in results:
-                counts = f"  spike counts {r['spike_counts']}" if "spike_counts" in r else ""
-                truth = f" (true {r['label']})" if "label" in r else ""
-                print(f"{r['image']}: predicted {r['prediction']}{truth}  p={max(r['probabilities']):.3f}{counts}")
+            print("\n".join(map(prediction_line, results)))
         else:
-            metrics = {**info, **evaluate_test_set(module, cfg.data.root, cfg.data.batch_size, out_dir)}
-            write_json(out_dir / "metrics.json", metrics)
-            print(f"{'model':<10}{info['model']}  neuron={info['neuron']} encoder={info['encoder']} T={info['T']}")
-            for key, value in metrics.items():
-                if key.startswith("test/"):
-                    print(f"{key:<28}{value:.4f}" if value < 1e4 else f"{key:<28}{value:,.0f}")
-            print("per-class acc  " + "  ".join(f"{d}:{a:.3f}" for d, a in metrics["per_class_acc"].items()))
+            repeats = cfg.repeats or default_repeats(module)
+            tested = evaluate_test_set(module, cfg.data.root, cfg.data.batch_size, out_dir, repeats, cfg.seed)
+            write_json(out_dir / "metrics.json", {**info, **tested})
+            print(test_set_summary({**info, **tested}))
     except (CheckpointError, ConfigError, DataError, ImageError) as error:
         sys.exit(f"error: {error}")
     print(f"written to {Path(out_dir).relative_to(Path.cwd()) if out_dir.is_relative_to(Path.cwd()) else out_dir}")

@@ -32,7 +32,9 @@ def main(cfg: DictConfig) -> float:
         sys.exit(storage_error(error))  # e.g. the disk filled up while a checkpoint was being written
     run = os.path.relpath(results["run_dir"])
     print(f"test/acc={results['test/acc']:.4f} test/loss={results['test/loss']:.4f} run={run}")
-    return results["val/acc_best"] or results["test/acc"]
+    if results["val/acc_best"] is None:  # a sweeper tunes on validation data only: this run has nothing to offer
+        print("no validation score (validation was skipped): this run cannot be a search objective", file=sys.stderr)
+    return results["val/acc_best"]
 
 
 if __name__ == "__main__":

@@ -11,17 +11,18 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from snn.config import is_count, require
 from snn.sparse_input import SparseInputLinear
 from snn.spike_stats import Trace
 
 READOUTS = ("spike_count", "membrane")
 
 
-def _check_sizes(sizes: Sequence[int], what: str = "hidden sizes") -> list[int]:
-    sizes = list(sizes)
-    if any(int(h) != h or h < 1 for h in sizes):
-        raise ValueError(f"{what} must be positive integers, got {sizes}")
-    return [int(h) for h in sizes]
+def _check_sizes(sizes: Sequence[int], key: str, example: str) -> list[int]:
+    sizes = list(sizes) if isinstance(sizes, Sequence) else sizes
+    ok = isinstance(sizes, list) and len(sizes) > 0 and all(map(is_count, sizes))
+    require(ok, key, sizes, f"a list of integers >= 1, e.g. {example}")
+    return sizes
 
 
 class SpikingNet(nn.Module):
@@ -29,8 +30,7 @@ class SpikingNet(nn.Module):
 
     def __init__(self, stages: list[nn.Module], neuron: Callable[[], nn.Module], readout: str):
         super().__init__()
-        if readout not in READOUTS:
-            raise ValueError(f"unknown readout {readout!r}; allowed: {', '.join(READOUTS)}")
+        require(readout in READOUTS, "readout", readout, ", ".join(READOUTS))
         self.stages = nn.ModuleList(stages)
         self.neurons = nn.ModuleList(neuron() for _ in stages)
         self.readout = readout
@@ -66,7 +66,7 @@ class SpikingMLP(SpikingNet):
         num_classes: int = 10,
         sparse_input: str = "auto",
     ):
-        sizes = [in_features, *_check_sizes(hidden_sizes), num_classes]
+        sizes = [in_features, *_check_sizes(hidden_sizes, "hidden_sizes", "[1000] or [500,500]"), num_classes]
         stages = [
             nn.Sequential(nn.Flatten(), SparseInputLinear(a, b, mode=sparse_input))
             for a, b in zip(sizes[:-1], sizes[1:])
@@ -76,7 +76,8 @@ class SpikingMLP(SpikingNet):
 
 def _conv_stages(channels: Sequence[int], hidden_size: int, num_classes: int, linear=nn.Linear) -> list[nn.Sequential]:
     """conv-BN (-pool) x len(channels), then FC hidden, then FC out; pooling opens the following stage."""
-    channels = [1, *_check_sizes(channels, "channels")]
+    channels = [1, *_check_sizes(channels, "channels", "[32,64,128]")]
+    require(is_count(hidden_size), "hidden_size", hidden_size, "an integer >= 1")
     stages = []
     for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
         pool = [nn.MaxPool2d(2)] if i else []
@@ -110,7 +111,7 @@ class MLP(nn.Module):
 
     def __init__(self, hidden_sizes: Sequence[int] = (1000,), in_features: int = 784, num_classes: int = 10):
         super().__init__()
-        sizes = [in_features, *_check_sizes(hidden_sizes)]
+        sizes = [in_features, *_check_sizes(hidden_sizes, "hidden_sizes", "[1000] or [500,500]")]
         layers = [nn.Flatten()]
         for a, b in zip(sizes[:-1], sizes[1:]):
             layers += [nn.Linear(a, b), nn.ReLU()]

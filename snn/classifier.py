@@ -5,12 +5,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MaxMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from snn.config import is_number, require
 from snn.spike_stats import SpikeStats
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 SCHEDULES = ("none", "cosine")
+
+
+def check_optimizer(optimizer: dict) -> None:
+    name, lr, schedule = optimizer.get("name"), optimizer.get("lr"), optimizer.get("schedule", "none")
+    decay = optimizer.get("weight_decay", 0.0)
+    require(name in OPTIMIZERS, "name", name, ", ".join(OPTIMIZERS))
+    require(is_number(lr) and lr > 0, "lr", lr, "a number > 0")
+    require(is_number(decay) and decay >= 0, "weight_decay", decay, "a number >= 0")
+    require(schedule in SCHEDULES, "schedule", schedule, ", ".join(SCHEDULES))
 
 
 class Classifier(pl.LightningModule):
@@ -18,10 +28,16 @@ class Classifier(pl.LightningModule):
         super().__init__()
         self.net, self.encoder = net, encoder
         self.optimizer_config = dict(optimizer)
+        if self.optimizer_config:  # empty for a model built only to be evaluated
+            check_optimizer(self.optimizer_config)
         self.run_config = run_config  # saved into every checkpoint so evaluation can rebuild the run
         for stage in ("train", "val", "test"):
             setattr(self, f"{stage}_acc", MulticlassAccuracy(num_classes=10, average="micro"))
+        self.test_confusion = MulticlassConfusionMatrix(num_classes=10)
+        self.confusion_matrix = None  # of the last test epoch, [true, predicted] counts
         self.best_val_acc = MaxMetric()
+        self.best_val_acc.persistent(True)  # in the checkpoint, so a resumed run remembers its best epoch
+        self._register_load_state_dict_pre_hook(_best_of_older_checkpoints)
         self.spike_stats = SpikeStats(net)
         self.example = None  # (hidden spikes, output membrane, label) of the first validation sample
 
@@ -46,6 +62,8 @@ class Classifier(pl.LightningModule):
         loss = F.cross_entropy(logits, labels)
         accuracy = getattr(self, f"{stage}_acc")
         accuracy(logits, labels)
+        if stage == "test":
+            self.test_confusion.update(logits, labels)
         self.log(
             f"{stage}/loss",
             loss,
@@ -73,9 +91,6 @@ class Classifier(pl.LightningModule):
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
 
-    def on_train_start(self):
-        self.best_val_acc.reset()  # forget the sanity-check batches
-
     def on_validation_epoch_start(self):
         self.spike_stats.reset()
         self.example = None
@@ -91,6 +106,8 @@ class Classifier(pl.LightningModule):
 
     def on_test_epoch_end(self):
         self._log_spike_stats("test")
+        self.confusion_matrix = self.test_confusion.compute().cpu()
+        self.test_confusion.reset()
 
     def _log_spike_stats(self, stage: str) -> None:
         for name, value in self.spike_stats.compute().items():
@@ -118,3 +135,8 @@ class Classifier(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["run_config"] = self.run_config
+
+
+def _best_of_older_checkpoints(state_dict, prefix, *args):
+    """Checkpoints written before the best validation accuracy was stored start from no best, as they did."""
+    state_dict.setdefault(f"{prefix}best_val_acc.max_value", torch.tensor(float("-inf")))

@@ -8,12 +8,6 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from snn.architectures import READOUTS
-from snn.classifier import OPTIMIZERS, SCHEDULES
-from snn.neurons import RESETS
-from snn.sparse_input import MODES as SPARSE_INPUT_MODES
-from snn.surrogates import SURROGATES
-
 # The run folder is named by its overrides; a run with none is named "defaults".
 OmegaConf.register_new_resolver("run_name", lambda overrides: overrides or "defaults", replace=True)
 # Resuming from outputs/<run>/checkpoints/<x>.ckpt continues in outputs/<run>, and leaves its .hydra/ untouched.
@@ -50,78 +44,53 @@ class ConfigError(ValueError):
     """A config value outside what is allowed; its message is one line naming the key."""
 
 
-def _number(cfg: DictConfig, key: str):
-    value = OmegaConf.select(cfg, key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{key}={value!r} must be a number")
-    return value
+class InvalidValue(ConfigError):
+    """Raised by the constructors, under their argument's name; `validate` prefixes the config group."""
+
+    def __init__(self, key: str, value, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}={value!r} is not allowed: {allowed}")
 
 
-def _require(ok: bool, key: str, value, allowed: str) -> None:
+def require(ok: bool, key: str, value, allowed: str) -> None:
+    """The one way a rule on a config value is written: in the class that takes the value."""
     if not ok:
-        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+        raise InvalidValue(key, value, allowed)
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_count(value, minimum: int = 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _built(cfg: DictConfig, group: str, build) -> None:
+    """Build a group's object, so its constructor checks every value, and name a refused one by its config key."""
+    from hydra.errors import InstantiationException
+
+    try:
+        build()
+    except (InstantiationException, InvalidValue) as error:
+        cause = error.__cause__ if isinstance(error, InstantiationException) else error
+        if not isinstance(cause, InvalidValue):
+            raise
+        key = "T" if (group, cause.key) == ("encoder", "T") else f"{group}.{cause.key}"  # the encoder's T is ${T}
+        raise ConfigError(f"{key}={cause.value!r} is not allowed: {cause.allowed}") from None
 
 
 def validate(cfg: DictConfig) -> None:
-    T = OmegaConf.select(cfg, "T")
-    _require(isinstance(T, int) and not isinstance(T, bool) and T >= 1, "T", T, "an integer >= 1")
-    batch_size = OmegaConf.select(cfg, "data.batch_size")
-    _require(isinstance(batch_size, int) and batch_size >= 1, "data.batch_size", batch_size, "an integer >= 1")
-    for key in ("data.max_shift", "data.max_rotation", "data.max_scale"):
-        if OmegaConf.select(cfg, key) is not None:  # absent from the stored configs of older checkpoints
-            _require(_number(cfg, key) >= 0, key, OmegaConf.select(cfg, key), "a number >= 0")
-    max_scale = OmegaConf.select(cfg, "data.max_scale")
-    if max_scale is not None:
-        _require(max_scale < 1, "data.max_scale", max_scale, "a number in [0, 1)")
-    lr = _number(cfg, "optimizer.lr")
-    _require(lr > 0, "optimizer.lr", lr, "a number > 0")
-    _require(
-        _number(cfg, "optimizer.weight_decay") >= 0,
-        "optimizer.weight_decay",
-        cfg.optimizer.weight_decay,
-        "a number >= 0",
-    )
-    _require(cfg.optimizer.name in OPTIMIZERS, "optimizer.name", cfg.optimizer.name, ", ".join(OPTIMIZERS))
-    _require(cfg.optimizer.schedule in SCHEDULES, "optimizer.schedule", cfg.optimizer.schedule, ", ".join(SCHEDULES))
+    """Check every public key before anything is loaded or written, by building what the config describes."""
+    from hydra.utils import instantiate
 
-    for key, example in (("model.hidden_sizes", "[1000] or [500,500]"), ("model.channels", "[32,64,128]")):
-        sizes = OmegaConf.select(cfg, key)
-        if sizes is not None:
-            ok = OmegaConf.is_list(sizes) and len(sizes) > 0 and all(isinstance(h, int) and h >= 1 for h in sizes)
-            _require(
-                ok,
-                key,
-                OmegaConf.to_container(sizes) if OmegaConf.is_list(sizes) else sizes,
-                f"a list of integers >= 1, e.g. {example}",
-            )
-    hidden_size = OmegaConf.select(cfg, "model.hidden_size")
-    if hidden_size is not None:
-        _require(isinstance(hidden_size, int) and hidden_size >= 1, "model.hidden_size", hidden_size, "an integer >= 1")
-    readout = OmegaConf.select(cfg, "model.readout")
-    if readout is not None:
-        _require(readout in READOUTS, "model.readout", readout, ", ".join(READOUTS))
-    sparse_input = OmegaConf.select(cfg, "model.sparse_input")
-    if sparse_input is not None:
-        _require(sparse_input in SPARSE_INPUT_MODES, "model.sparse_input", sparse_input, ", ".join(SPARSE_INPUT_MODES))
+    from snn.classifier import check_optimizer
 
-    neuron = cfg.neuron
-    threshold = _number(cfg, "neuron.threshold")
-    _require(threshold > 0, "neuron.threshold", threshold, "a number > 0")
-    if "beta" in neuron:
-        beta = _number(cfg, "neuron.beta")
-        upper = "1)" if neuron._target_.endswith("PLIF") else "1]"
-        _require(0 < beta < 1 or (beta == 1 and upper == "1]"), "neuron.beta", beta, f"a number in (0, {upper}")
-    _require(neuron.reset in RESETS, "neuron.reset", neuron.reset, ", ".join(RESETS))
-    _require(neuron.surrogate in SURROGATES, "neuron.surrogate", neuron.surrogate, ", ".join(SURROGATES))
-    if neuron.slope is not None:
-        _require(
-            _number(cfg, "neuron.slope") > 0,
-            "neuron.slope",
-            neuron.slope,
-            "a number > 0, or null for the surrogate's default",
-        )
-    if "gain" in cfg.encoder:
-        _require(_number(cfg, "encoder.gain") > 0, "encoder.gain", cfg.encoder.gain, "a number > 0")
+    _built(cfg, "encoder", lambda: instantiate(cfg.encoder))
+    _built(cfg, "neuron", lambda: instantiate(cfg.neuron)())  # a partial: each layer builds its own
+    _built(cfg, "model", lambda: instantiate(cfg.model))
+    _built(cfg, "data", lambda: instantiate(cfg.data))
+    _built(cfg, "optimizer", lambda: check_optimizer(OmegaConf.to_container(cfg.optimizer, resolve=True)))
 
 
 STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST)

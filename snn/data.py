@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 from torchvision.datasets import MNIST
 
+from snn.config import is_count, is_number, require
+
 
 class DataError(RuntimeError):
     """The dataset could not be found, fetched or read."""
@@ -94,37 +96,34 @@ class MNISTDataModule(pl.LightningDataModule):
         max_scale: float = 0.0,
     ):
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if max_shift < 0 or max_rotation < 0 or not 0 <= max_scale < 1:
-            raise ValueError(
-                f"augmentation out of range: max_shift={max_shift} (>= 0), max_rotation={max_rotation} (>= 0), "
-                f"max_scale={max_scale} (in [0, 1))"
-            )
+        require(is_count(batch_size), "batch_size", batch_size, "an integer >= 1")
+        require(is_count(val_size), "val_size", val_size, "an integer >= 1")
+        require(is_count(max_shift, minimum=0), "max_shift", max_shift, "an integer >= 0")
+        require(is_number(max_rotation) and max_rotation >= 0, "max_rotation", max_rotation, "a number >= 0")
+        require(is_number(max_scale) and 0 <= max_scale < 1, "max_scale", max_scale, "a number in [0, 1)")
         self.max_shift, self.max_rotation, self.max_scale = max_shift, max_rotation, max_scale
         self.root, self.batch_size, self.val_size, self.split_seed = root, batch_size, val_size, split_seed
         self.download = download
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
-        images, labels = load_mnist(self.root, train=True, download=self.download)
-        if not 0 < self.val_size < len(images):
-            raise DataError(
-                f"data.val_size={self.val_size} must be between 1 and {len(images) - 1} "
-                f"(the training set under {self.root} has {len(images)} images)"
-            )
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.split_seed))
-        val, train = order[: self.val_size], order[self.val_size :]
-        splits = {
-            "train": (images[train], labels[train]),
-            "val": (images[val], labels[val]),
-            "test": load_mnist(self.root, train=False, download=self.download),
-        }
+        """Loads what the stage needs (testing alone reads only the test set), once."""
+        splits = {}
+        if stage != "test" and "train" not in self.splits:
+            images, labels = load_mnist(self.root, train=True, download=self.download)
+            if not 0 < self.val_size < len(images):
+                raise DataError(
+                    f"data.val_size={self.val_size} must be between 1 and {len(images) - 1} "
+                    f"(the training set under {self.root} has {len(images)} images)"
+                )
+            order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.split_seed))
+            val, train = order[: self.val_size], order[self.val_size :]
+            splits = {"train": (images[train], labels[train]), "val": (images[val], labels[val])}
+        if stage in (None, "test") and "test" not in self.splits:
+            splits["test"] = load_mnist(self.root, train=False, download=self.download)
         # On a GPU the whole dataset (about 200 MB) lives there: batches are gathered on the device.
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        self.splits = {name: (x.to(device), y.to(device)) for name, (x, y) in splits.items()}
+        self.splits.update({name: (x.to(device), y.to(device)) for name, (x, y) in splits.items()})
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
         if self.trainer is None or not self.trainer.training:

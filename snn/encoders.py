@@ -3,12 +3,15 @@
 import torch
 from torch import nn
 
+from snn.config import is_count, is_number, require
+
 
 class Encoder(nn.Module):
+    stochastic = False  # whether the same image gives different inputs on every pass
+
     def __init__(self, T: int):
         super().__init__()
-        if T < 1:
-            raise ValueError(f"T must be >= 1, got {T}")
+        require(is_count(T), "T", T, "an integer >= 1")
         self.T = int(T)
 
     def extra_repr(self) -> str:
@@ -18,10 +21,11 @@ class Encoder(nn.Module):
 class RateEncoder(Encoder):
     """Bernoulli spikes: at each step a pixel fires with probability min(1, gain * intensity)."""
 
+    stochastic = True
+
     def __init__(self, T: int, gain: float = 1.0):
         super().__init__(T)
-        if gain <= 0:
-            raise ValueError(f"gain must be > 0, got {gain}")
+        require(is_number(gain) and gain > 0, "gain", gain, "a number > 0")
         self.gain = float(gain)
 
     def forward(self, images):

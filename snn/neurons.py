@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from snn import kernels
+from snn.config import is_number, require
 from snn.surrogates import Surrogate, surrogate_by_name
 
 RESETS = ("subtract", "zero")
@@ -107,12 +108,9 @@ class LIF(nn.Module):
         slope: float | None = None,
     ):
         super().__init__()
-        if not 0 < beta <= 1:
-            raise ValueError(f"beta must be in (0, 1], got {beta}")
-        if threshold <= 0:
-            raise ValueError(f"threshold must be > 0, got {threshold}")
-        if reset not in RESETS:
-            raise ValueError(f"unknown reset {reset!r}; allowed: {', '.join(RESETS)}")
+        require(is_number(beta) and 0 < beta <= 1, "beta", beta, "a number in (0, 1]")
+        require(is_number(threshold) and threshold > 0, "threshold", threshold, "a number > 0")
+        require(reset in RESETS, "reset", reset, ", ".join(RESETS))
         self.threshold, self.reset = float(threshold), reset
         self.surrogate = surrogate_by_name(surrogate, slope)
         self._beta = float(beta)
@@ -153,9 +151,8 @@ class PLIF(LIF):
         surrogate: str = "atan",
         slope: float | None = None,
     ):
+        require(not is_number(beta) or beta < 1, "beta", beta, "a number in (0, 1) (PLIF learns it through a sigmoid)")
         super().__init__(beta, threshold, reset, surrogate, slope)
-        if beta >= 1:
-            raise ValueError(f"PLIF needs beta < 1 (it is learned through a sigmoid), got {beta}")
         self.beta_logit = nn.Parameter(torch.tensor(math.log(beta / (1 - beta))))
 
     @property

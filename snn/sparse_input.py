@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from snn import kernels
+from snn.config import require
 
 MODES = ("auto", "always", "never")
 
@@ -43,8 +44,7 @@ class SparseInputLinear(nn.Linear):
         self, in_features: int, out_features: int, bias: bool = True, mode: str = "auto", max_density: float = 0.4
     ):
         super().__init__(in_features, out_features, bias)
-        if mode not in MODES:
-            raise ValueError(f"unknown sparse_input mode {mode!r}; allowed: {', '.join(MODES)}")
+        require(mode in MODES, "sparse_input", mode, ", ".join(MODES))
         self.mode, self.max_density = mode, max_density
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,8 @@ import math
 
 import torch
 
+from snn.config import is_number, require
+
 
 class Surrogate:
     default_slope = 1.0
@@ -100,6 +102,6 @@ SURROGATES = {
 
 
 def surrogate_by_name(name: str, slope: float | None = None) -> Surrogate:
-    if name not in SURROGATES:
-        raise ValueError(f"unknown surrogate {name!r}; allowed: {', '.join(SURROGATES)}")
+    require(name in SURROGATES, "surrogate", name, ", ".join(SURROGATES))
+    require(slope is None or (is_number(slope) and slope > 0), "slope", slope, "a number > 0, or null for the default")
     return SURROGATES[name](slope)

@@ -17,6 +17,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+from snn.checkpoints import CheckpointError, read_checkpoint
 from snn.classifier import Classifier
 from snn.config import ConfigError
 
@@ -90,19 +91,24 @@ def _log_hparams(logger: TensorBoardLogger, params: dict) -> None:
         writer.add_summary(summary)
 
 
-def resume_point(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict, str] | None:
+def resume_point(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict, str]:
     """For `ckpt_path`: the checkpoint's own run config and choices, so a resumed run is the run it continues."""
     path = run_dir / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
-    if not path.is_file():
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path} is not allowed: no such checkpoint ({path})")
     try:
-        stored = torch.load(path, map_location="cpu", weights_only=False)["run_config"]
-    except Exception as error:
-        reason = f"not a checkpoint of train.py ({type(error).__name__})"
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path} is not allowed: {reason}") from None
+        stored = read_checkpoint(path)["run_config"]
+    except CheckpointError as error:
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path} is not allowed: {error}") from None
     resumed = OmegaConf.create(stored["config"])
     resumed.ckpt_path = str(path)
-    return resumed, stored["choices"], str(path)
+    return resumed, stored.get("choices", {}), str(path)
+
+
+def build_classifier(cfg: DictConfig, choices: dict) -> Classifier:
+    """The LightningModule of a run config; the config travels in every checkpoint so the run can be rebuilt."""
+    net = instantiate(cfg.model)
+    encoder = instantiate(cfg.encoder) if net.spiking else None
+    run_config = {"config": OmegaConf.to_container(cfg, resolve=True), "choices": choices}
+    return Classifier(net, encoder, OmegaConf.to_container(cfg.optimizer, resolve=True), run_config)
 
 
 def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
@@ -118,15 +124,8 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
     record = {"seed": cfg.seed, "resumed_from": resume_from, **environment()}
     environment_file = run_dir / ("environment_resumed.json" if resume_from else "environment.json")
     environment_file.write_text(json.dumps(record, indent=2) + "\n")
-    net = instantiate(cfg.model)
-    params = describe(cfg, choices, net.spiking)
-    encoder = instantiate(cfg.encoder) if net.spiking else None
-    module = Classifier(
-        net,
-        encoder,
-        OmegaConf.to_container(cfg.optimizer, resolve=True),
-        run_config={"config": OmegaConf.to_container(cfg, resolve=True), "choices": choices},
-    )
+    module = build_classifier(cfg, choices)
+    params = describe(cfg, choices, module.spiking)
     data = instantiate(cfg.data)
 
     logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="", default_hp_metric=False)
@@ -140,10 +139,10 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
     )
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=[checkpoint])
     _log_hparams(logger, params)
-    trainer.fit(module, datamodule=data, ckpt_path=resume_from)
+    trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
 
     best = checkpoint.best_model_path or None  # none under fast_dev_run: test the final weights
-    tested = trainer.test(module, datamodule=data, ckpt_path=best, verbose=False)[0]
+    tested = trainer.test(module, datamodule=data, ckpt_path=best, verbose=False, weights_only=True)[0]
     results = {
         **params,
         **{k: v for k, v in tested.items() if k.startswith("test/")},

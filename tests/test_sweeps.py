@@ -55,6 +55,18 @@ def test_optuna_search_runs_two_trials(tmp_path, mnist_root):
     assert "best_value" in best and "optimizer.lr" in best
 
 
+def test_optuna_never_tunes_on_the_test_set(tmp_path, mnist_root):
+    """A trial without a validation score fails; its test accuracy is not used as the objective."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    result = train(
+        "hparams_search=optuna", "hydra.sweeper.n_trials=1", "T=1", "trainer.limit_val_batches=0",
+        cwd=tmp_path, data_root=mnist_root,
+    )
+    assert result.returncode != 0
+    assert "no validation score" in result.stderr and "Failed experiment" in result.stderr
+    assert not (tmp_path / "sweep" / "optimization_results.yaml").exists()
+
+
 def test_a_failed_job_does_not_lose_the_others(tmp_path, mnist_root):
     result = train("T=1,0,2", cwd=tmp_path, data_root=mnist_root)
     assert result.returncode != 0
