@@ -1,4 +1,7 @@
-"""Figures: what the spikes did for one input, and the confusion matrix. Saved as PNG, or sent to TensorBoard."""
+"""Figures: what the spikes did for one input, and the confusion matrix. Saved as PNG, or sent to TensorBoard.
+
+The sweep figures of snn.report are in report_plots.py.
+"""
 
 import matplotlib
 
@@ -108,65 +111,6 @@ def confusion_figure(matrix: torch.Tensor):
     ax.set_title("confusion matrix (test set)")
     fig.tight_layout()
     return fig
-
-
-def _line_chart(ax, xlabel: str, ylabel: str):
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    ax.figure.tight_layout()
-    return ax.figure
-
-
-def _run_label(run: dict) -> str:
-    if run.get("encoder") == "none":
-        return str(run.get("model"))
-    if run.get("baseline", "none") not in ("none", run.get("model")):
-        return f"{run['baseline']} T={run.get('T')}"
-    return f"{run.get('model')} {run.get('encoder')} T={run.get('T')}"
-
-
-def accuracy_vs_T_figure(runs: list[dict]):
-    """Test accuracy against T, one line per (model, encoding); non-spiking baselines as horizontal lines."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    spiking = [r for r in runs if r.get("encoder") != "none"]
-
-    def series(r):  # runs differing only in T form one line
-        return (r.get("model"), r.get("encoder"), r.get("baseline", "none"), r.get("epochs"))
-
-    for key in sorted({series(r) for r in spiking}, key=str):
-        points = sorted((r["T"], 100 * r["test/acc"]) for r in spiking if series(r) == key)
-        model, encoder, baseline, epochs = key
-        name = f"{model}, {encoder}" if baseline in ("none", model) else baseline
-        ax.plot(*zip(*points), marker="o", label=f"{name} ({epochs} epochs)")
-    for i, r in enumerate(r for r in runs if r.get("encoder") == "none"):
-        ax.axhline(
-            100 * r["test/acc"],
-            ls="--",
-            color=plt.cm.Greys(0.5 + 0.15 * i),
-            label=f"{r.get('model')} (ANN, {r.get('epochs')} epochs)",
-        )
-    return _line_chart(ax, "time steps T", "test accuracy (%)")
-
-
-def val_curves_figure(runs: list[dict]):
-    """Validation accuracy per epoch of each run, read from its TensorBoard events."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in runs:
-        events = EventAccumulator(r["run_dir"]).Reload()
-        if "val/acc" in events.Tags()["scalars"]:
-            values = [100 * e.value for e in events.Scalars("val/acc")]
-            ax.plot(
-                range(1, len(values) + 1),
-                values,
-                marker=".",
-                label=_run_label(r),
-                ls="--" if r.get("encoder") == "none" else "-",
-            )
-    return _line_chart(ax, "epoch", "validation accuracy (%)")
 
 
 def save(fig, path) -> None:

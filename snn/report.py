@@ -1,68 +1,163 @@
-"""Collect every results.json below a folder into a table, a CSV and two plots.
+"""Collect every results.json below a folder: one row per configuration (runs that differ only in their seed
+grouped) with mean, spread and 95 % confidence interval, per-run rows, plots, and comparisons with a reference.
 
-python -m snn.report outputs/multirun/<sweep>      # or any folder of runs; writes there (or --out)
+python -m snn.report outputs/multirun/<sweep>                          # writes there (or --out)
+python -m snn.report outputs/multirun/<sweep> --reference model=ann    # + comparison.md: differences to it
 """
 
 import argparse
 import csv
-import json
 import sys
 from pathlib import Path
 
-COLUMNS = [  # (header, results.json key, format)
-    ("model", "model", "{}"),
-    ("baseline", "baseline", "{}"),
-    ("neuron", "neuron", "{}"),
-    ("encoder", "encoder", "{}"),
-    ("T", "T", "{}"),
-    ("test acc (%)", "test/acc", "{:.2%}"),
+from snn.run_groups import (
+    GROUP_KEYS,
+    Configuration,
+    SelectionError,
+    differing_keys,
+    group_runs,
+    load_results,
+    repeated_seed_notes,
+    select,
+)
+from snn.uncertainty import Difference, Summary, summarize, welch_difference
+
+ALWAYS_SHOWN = ("model", "baseline", "neuron", "encoder", "T", "epochs")  # other keys: a column where they differ
+METRICS = [  # (header, results.json key, format of one value or of a mean)
     ("hidden firing rate", "test/firing_rate/layer1", "{:.3f}"),
     ("SynOps/sample", "test/synops", "{:,.0f}"),
     ("MACs/sample", "test/macs", "{:,.0f}"),
     ("energy/sample (nJ)", "test/energy_nJ", "{:,.1f}"),
-    ("epochs", "epochs", "{}"),
     ("wall time (s)", "wall_time_s", "{:.0f}"),
 ]
+RUN_COLUMNS = [
+    *[(key, key, "{}") for key in ("model", "baseline", "neuron", "encoder", "T", "seed")],
+    ("test acc (%)", "test/acc", "{:.2%}"),
+    ("best val acc (%)", "val/acc_best", "{:.2%}"),
+    *METRICS[:4],
+    ("epochs", "epochs", "{}"),
+    METRICS[4],
+]
+GROUPED_NOTE = (
+    "One row per configuration: n runs that differ only in their seed. Test accuracy: mean ± sample std; "
+    "95 % CI of the mean by Student's t; the other columns are means. Per run: results_runs.md, results.csv.\n"
+)
 
 
-def load_results(folder: Path) -> tuple[list[dict], list[str]]:
-    runs, problems = [], []
-    for path in sorted(folder.rglob("results.json")):
-        try:
-            result = json.loads(path.read_text())
-            if not isinstance(result, dict) or "test/acc" not in result:
-                raise ValueError("no test/acc")
-        except (OSError, ValueError) as error:
-            problems.append(f"skipped {path}: {type(error).__name__}: {error}")
-            continue
-        runs.append({**result, "run_dir": str(path.parent)})
-    order = {"ann": 0, "cnn": 1}
-    runs.sort(key=lambda r: (order.get(r.get("model"), 2), str(r.get("model")), str(r.get("encoder")), r.get("T", 0)))
-    return runs, problems
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return "\n".join(lines + ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]) + "\n"
 
 
-def cell(run: dict, key: str, fmt: str) -> str:
-    value = run.get(key)
+def formatted(value, fmt: str) -> str:
     return "–" if value is None else fmt.format(value)
 
 
-def markdown(runs: list[dict]) -> str:
-    lines = ["| " + " | ".join(h for h, _, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(r, key, fmt) for _, key, fmt in COLUMNS) + " |" for r in runs]
-    return "\n".join(lines) + "\n"
+def mean_or_none(values: list[float]) -> float | None:
+    return summarize(values).mean if values else None
 
 
-def write_csv(runs: list[dict], path: Path) -> None:
+def percent_with_spread(summary: Summary) -> str:
+    if summary.std is None:
+        return f"{100 * summary.mean:.2f} (n=1, no spread)"
+    return f"{100 * summary.mean:.2f} ± {100 * summary.std:.2f}"
+
+
+def percent_interval(ci: tuple[float, float] | None, signed: bool = False) -> str:
+    fmt = "{:+.2f}" if signed else "{:.2f}"
+    return "" if ci is None else "[" + ", ".join(fmt.format(100 * end) for end in ci) + "]"
+
+
+def shown_keys(configurations: list[Configuration]) -> list[str]:
+    differing = differing_keys([c.key for c in configurations])
+    return [k for k in GROUP_KEYS if k in ALWAYS_SHOWN or k in differing]
+
+
+def runs_markdown(runs: list[dict]) -> str:
+    rows = [[formatted(run.get(key), fmt) for _, key, fmt in RUN_COLUMNS] for run in runs]
+    return markdown_table([header for header, _, _ in RUN_COLUMNS], rows)
+
+
+def grouped_markdown(configurations: list[Configuration]) -> str:
+    keys = shown_keys(configurations)
+    headers = [*keys, "n", "test acc (%)", "95 % CI (%)", "best val acc (%)", *[h for h, _, _ in METRICS]]
+    rows = []
+    for c in configurations:
+        accuracy = c.test_acc
+        rows.append(
+            [*(c.key[k] for k in keys), accuracy.n, percent_with_spread(accuracy), percent_interval(accuracy.ci)]
+            + [formatted(mean_or_none(c.values("val/acc_best")), "{:.2%}")]
+            + [formatted(mean_or_none(c.values(key)), fmt) for _, key, fmt in METRICS]
+        )
+    return markdown_table(headers, rows) + "\n" + GROUPED_NOTE
+
+
+def write_runs_csv(runs: list[dict], path: Path) -> None:
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow([key for _, key, _ in COLUMNS] + ["run_dir"])
-        writer.writerows([[r.get(key, "") for _, key, _ in COLUMNS] + [r["run_dir"]] for r in runs])
+        writer.writerow([key for _, key, _ in RUN_COLUMNS] + ["run_dir"])
+        writer.writerows([[run.get(key, "") for _, key, _ in RUN_COLUMNS] + [run["run_dir"]] for run in runs])
+
+
+def write_grouped_csv(configurations: list[Configuration], path: Path) -> None:
+    """Fractions as in results.json (test/acc 0.9831), not percent; empty where n = 1 gives no spread."""
+    means = ["val/acc_best", *[key for _, key, _ in METRICS]]
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            [*GROUP_KEYS, "n", "seeds", "test/acc_mean", "test/acc_std", "test/acc_ci95_low", "test/acc_ci95_high"]
+            + [f"{key}_mean" for key in means]
+            + ["run_dirs"]
+        )
+        for c in configurations:
+            accuracy = c.test_acc
+            writer.writerow(
+                [*(c.key[k] for k in GROUP_KEYS), accuracy.n, " ".join(str(run.get("seed")) for run in c.runs)]
+                + [accuracy.mean, "" if accuracy.std is None else accuracy.std, *(accuracy.ci or ("", ""))]
+                + [mean_or_none(c.values(key)) for key in means]
+                + [";".join(run["run_dir"] for run in c.runs)]
+            )
+
+
+def verdict(difference: Difference | None) -> str:
+    if difference is None:
+        return "no interval available (n < 2 on one side)"
+    low, high = difference.ci
+    if low <= 0 <= high:
+        return "no significant difference (CI contains 0)"
+    return "higher" if low > 0 else "lower"
+
+
+def comparison_markdown(reference: Configuration, configurations: list[Configuration]) -> str:
+    base = reference.test_acc
+    headers = ["configuration", "n", "test acc (%)", "difference (pp)", "95 % CI (pp)", "Welch dof", "verdict"]
+    rows = []
+    for c in configurations:
+        if c is reference:
+            continue
+        difference = welch_difference(c.values("test/acc"), reference.values("test/acc"))
+        rows.append(
+            [c.label, c.test_acc.n, percent_with_spread(c.test_acc), f"{100 * (c.test_acc.mean - base.mean):+.2f}"]
+            + ([percent_interval(difference.ci, signed=True), f"{difference.dof:.1f}"] if difference else ["", ""])
+            + [verdict(difference)]
+        )
+    return (
+        f"Reference: {reference.label} (n={base.n}; test acc (%) {percent_with_spread(base)})\n\n"
+        "Difference in mean test accuracy, configuration minus reference, in percentage points, with its 95 % "
+        "confidence interval by Welch's t-test (unequal variances, Welch–Satterthwaite degrees of freedom).\n\n"
+        + (markdown_table(headers, rows) if rows else "No other configuration to compare.\n")
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
     parser.add_argument("--out", type=Path, help="where to write (default: the folder)")
+    parser.add_argument(
+        "--reference",
+        metavar="KEY=VALUE[,KEY=VALUE...]",
+        help="compare every configuration's mean test accuracy with the one this selects (e.g. model=ann)",
+    )
     args = parser.parse_args(argv)
     if not args.folder.is_dir():
         print(f"error: {args.folder}: no such folder", file=sys.stderr)
@@ -73,17 +168,35 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         print(f"error: {args.folder}: no readable results.json below it", file=sys.stderr)
         return 1
+    configurations = group_runs(runs)
+    for note in repeated_seed_notes(configurations):
+        print(note, file=sys.stderr)
+    try:
+        reference = None if args.reference is None else select(configurations, args.reference)
+    except SelectionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     out = args.out or args.folder
     out.mkdir(parents=True, exist_ok=True)
-    table = markdown(runs)
+    table = grouped_markdown(configurations)
     (out / "results.md").write_text(table)
-    write_csv(runs, out / "results.csv")
-    from snn.plots import accuracy_vs_T_figure, save, val_curves_figure  # matplotlib only when plotting
-
-    save(accuracy_vs_T_figure(runs), out / "accuracy_vs_T.png")
-    save(val_curves_figure(runs), out / "val_acc_per_epoch.png")
+    (out / "results_runs.md").write_text(runs_markdown(runs))
+    write_runs_csv(runs, out / "results.csv")
+    write_grouped_csv(configurations, out / "results_grouped.csv")
+    written = ["results.md", "results_grouped.csv (per configuration)", "results_runs.md", "results.csv (per run)"]
     print(table)
-    print(f"{len(runs)} runs -> {out / 'results.md'}, results.csv, accuracy_vs_T.png, val_acc_per_epoch.png")
+    if reference is not None:
+        comparison = comparison_markdown(reference, configurations)
+        (out / "comparison.md").write_text(comparison)
+        written.append("comparison.md")
+        print(comparison)
+    from snn.plots import save  # matplotlib only when plotting
+    from snn.report_plots import accuracy_vs_T_figure, val_curves_figure
+
+    save(accuracy_vs_T_figure(configurations), out / "accuracy_vs_T.png")
+    save(val_curves_figure(configurations), out / "val_acc_per_epoch.png")
+    written += ["accuracy_vs_T.png", "val_acc_per_epoch.png"]
+    print(f"{len(runs)} runs, {len(configurations)} configurations -> {out}: {', '.join(written)}")
     return 0
 
 

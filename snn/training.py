@@ -41,6 +41,14 @@ HPARAM_METRICS = (
 )
 
 
+# The keys describe() returns, in its order (tests/test_report.py keeps the two in step): snn.report treats runs
+# that agree on all of them but the seed as repeats of one configuration.
+COMPARABLE_KEYS = (
+    "model", "baseline", "neuron", "encoder", "T", "hidden_sizes", "channels", "readout", "beta", "threshold",
+    "surrogate", "optimizer", "lr", "weight_decay", "schedule", "batch_size", "max_epochs", "seed",
+)  # fmt: skip
+
+
 def describe(cfg: DictConfig, choices: dict, spiking: bool) -> dict:
     """The run's comparable choices (TensorBoard HParams, results.json). Baselines record T=1 and no encoder."""
     neuron = cfg.neuron

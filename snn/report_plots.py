@@ -1,0 +1,88 @@
+"""The figures of snn.report: test accuracy against T and validation accuracy per epoch, each with its spread over
+the seeds of a configuration."""
+
+import itertools
+import json
+
+from matplotlib.ticker import MaxNLocator
+
+from snn.plots import plt  # with the headless backend that plots.py selects
+from snn.run_groups import GROUP_KEYS, Configuration, label, naming_keys
+from snn.uncertainty import summarize
+
+
+def _line_chart(ax, xlabel: str, ylabel: str):
+    low, high = ax.get_ylim()
+    ax.set_ylim(max(low, -0.5), min(high, 100.5))  # a wide interval of few seeds: show what accuracy can be
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if ax.get_legend_handles_labels()[0]:  # none when no run has TensorBoard events
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+def _runs_count(configurations: list[Configuration]) -> str:
+    counts = sorted({c.test_acc.n for c in configurations})
+    return f"n={counts[0]}" if len(counts) == 1 else f"n={counts[0]}–{counts[-1]}"
+
+
+def accuracy_vs_T_figure(configurations: list[Configuration]):
+    """Mean test accuracy against T with 95 % CI error bars (none where n = 1), one line per configuration apart
+    from T; non-spiking baselines as a horizontal line with their CI as a band."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    lines: dict[str, list[Configuration]] = {}
+    for c in configurations:  # configurations that differ only in T make one line
+        lines.setdefault(json.dumps([c.key[k] for k in GROUP_KEYS if k != "T"]), []).append(c)
+    names = naming_keys([members[0].key for members in lines.values()], leave_out=("T",))
+    greys = itertools.cycle(plt.cm.Greys([0.5, 0.65, 0.8, 0.95]))
+    for members in lines.values():
+        name = f"{label(members[0].key, names)} ({_runs_count(members)})"
+        if members[0].key["encoder"] == "none":
+            accuracy, color = members[0].test_acc, next(greys)  # non-spiking: T=1, one configuration
+            ax.axhline(100 * accuracy.mean, ls="--", color=color, label=f"{name}, non-spiking")
+            if accuracy.ci is not None:
+                ax.axhspan(*(100 * end for end in accuracy.ci), color=color, alpha=0.2, lw=0)
+            continue
+        members.sort(key=lambda c: c.key["T"])
+        means = [100 * c.test_acc.mean for c in members]
+        errors = [0.0 if c.test_acc.ci is None else 100 * c.test_acc.ci[1] - mean for c, mean in zip(members, means)]
+        ax.errorbar([c.key["T"] for c in members], means, yerr=errors, marker="o", capsize=3, label=name)
+    return _line_chart(ax, "time steps T", "test accuracy (%): mean, 95 % CI")
+
+
+def _val_curve(run_dir: str) -> list[float]:
+    """Validation accuracy (%) per epoch from the run's TensorBoard events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(run_dir).Reload()
+    if "val/acc" not in events.Tags()["scalars"]:
+        return []
+    by_step = {e.step: 100 * e.value for e in events.Scalars("val/acc")}  # a step logged twice: the later one
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def val_curves_figure(configurations: list[Configuration]):
+    """Validation accuracy per epoch, the mean over a configuration's seeds with a ± 1 std band."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for c in configurations:
+        curves = [curve for curve in (_val_curve(run["run_dir"]) for run in c.runs) if curve]
+        if not curves:
+            continue
+        epochs = range(1, min(map(len, curves)) + 1)  # the epochs every seed reached
+        per_epoch = [summarize([curve[epoch - 1] for curve in curves]) for epoch in epochs]
+        means = [s.mean for s in per_epoch]
+        (line,) = ax.plot(
+            epochs,
+            means,
+            marker=".",
+            ls="--" if c.key["encoder"] == "none" else "-",
+            label=f"{c.label} (n={len(curves)})",
+        )
+        if len(curves) > 1:
+            spread = [s.std for s in per_epoch]
+            low, high = [m - s for m, s in zip(means, spread)], [m + s for m, s in zip(means, spread)]
+            ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2, lw=0)
+    return _line_chart(ax, "epoch", "validation accuracy (%): mean ± 1 std over seeds")

@@ -1,0 +1,130 @@
+"""The runs below a folder, read from their results.json and grouped into configurations repeated over seeds."""
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from snn.training import COMPARABLE_KEYS
+from snn.uncertainty import Summary, summarize
+
+# Runs that agree on every comparable choice but the seed repeat one configuration. The epochs actually trained
+# count too, so that a run stopped early is not averaged with finished ones.
+GROUP_KEYS = tuple(key for key in COMPARABLE_KEYS if key != "seed") + ("epochs",)
+
+
+class SelectionError(ValueError):
+    """A --reference selector that does not pick exactly one configuration."""
+
+
+def differing_keys(keys: list[dict]) -> list[str]:
+    """The GROUP_KEYS on which these configurations' keys do not all agree."""
+    return [k for k in GROUP_KEYS if len({json.dumps(key.get(k)) for key in keys}) > 1]
+
+
+def naming_keys(keys: list[dict], leave_out: tuple[str, ...] = ()) -> list[str]:
+    """The fewest leading differing keys (in GROUP_KEYS order) that tell these (distinct) keys apart: short labels."""
+    differing = [k for k in differing_keys(keys) if k not in leave_out]
+    for size in range(len(differing)):
+        if len({json.dumps([key.get(k) for k in differing[:size]]) for key in keys}) == len(keys):
+            return differing[:size]
+    return differing
+
+
+def label(key: dict, names: list[str]) -> str:
+    """`name=value,...`: also a selector that picks what it labels (see select)."""
+    return ",".join(f"{k}={key[k]}" for k in names) or f"model={key['model']}"
+
+
+@dataclass
+class Configuration:
+    key: dict  # GROUP_KEYS -> the value all its runs share
+    runs: list[dict]
+    names: list[str] = field(default_factory=list)  # the keys that name it among the other configurations
+
+    @property
+    def label(self) -> str:
+        return label(self.key, self.names)
+
+    def values(self, metric: str) -> list[float]:
+        return [run[metric] for run in self.runs if run.get(metric) is not None]
+
+    @property
+    def test_acc(self) -> Summary:
+        return summarize(self.values("test/acc"))
+
+
+def load_results(folder: Path) -> tuple[list[dict], list[str]]:
+    """Every readable results.json below the folder, and one message for each that is not."""
+    runs, problems = [], []
+    for path in sorted(folder.rglob("results.json")):
+        try:
+            result = json.loads(path.read_text())
+            if not isinstance(result, dict) or not isinstance(result.get("test/acc"), (int, float)):
+                raise ValueError("no test/acc")
+        except (OSError, ValueError) as error:
+            problems.append(f"skipped {path}: {type(error).__name__}: {error}")
+            continue
+        runs.append({**result, "run_dir": str(path.parent)})
+    order = {"ann": 0, "cnn": 1}
+    runs.sort(
+        key=lambda r: (
+            order.get(r.get("model"), 2),
+            str(r.get("model")),
+            str(r.get("encoder")),
+            r.get("T") or 0,
+            r.get("seed") or 0,
+        )
+    )
+    return runs, problems
+
+
+def group_runs(runs: list[dict]) -> list[Configuration]:
+    """Configurations in the order of their first run."""
+    groups: dict[str, list[dict]] = {}
+    for run in runs:
+        groups.setdefault(json.dumps([run.get(k) for k in GROUP_KEYS]), []).append(run)  # JSON: lists hash too
+    configurations = [Configuration({k: members[0].get(k) for k in GROUP_KEYS}, members) for members in groups.values()]
+    names = naming_keys([c.key for c in configurations])
+    for configuration in configurations:
+        configuration.names = names
+    return configurations
+
+
+def repeated_seed_notes(configurations: list[Configuration]) -> list[str]:
+    """Runs of one configuration with the same seed are copies, not independent repeats: say so."""
+    notes = []
+    for configuration in configurations:
+        seeds = [run.get("seed") for run in configuration.runs]
+        for seed in sorted({s for s in seeds if seeds.count(s) > 1}, key=str):
+            count, name = seeds.count(seed), configuration.label
+            notes.append(f"note: {name}: {count} runs share seed {seed}; the spread treats them as independent")
+    return notes
+
+
+def _matches(value, text: str) -> bool:
+    if str(value) == text:
+        return True
+    try:
+        return json.loads(text) == value  # a number written another way: 1e-3 for 0.001
+    except ValueError:
+        return False
+
+
+def select(configurations: list[Configuration], selector: str) -> Configuration:
+    """The one configuration matching `key=value[,key=value…]` (values may contain commas, as in [500,500])."""
+    wanted = {}
+    for pair in re.split(r",(?=[\w/]+=)", selector):
+        name, equals, value = pair.partition("=")
+        if not equals or name not in GROUP_KEYS:
+            keys = ", ".join(GROUP_KEYS)
+            raise SelectionError(f"--reference {selector}: expected key=value pairs with keys among {keys}")
+        wanted[name] = value
+    found = [c for c in configurations if all(_matches(c.key[k], v) for k, v in wanted.items())]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        candidates = " | ".join(c.label for c in configurations)
+        raise SelectionError(f"--reference {selector} matches no configuration; the configurations: {candidates}")
+    candidates = " | ".join(c.label for c in found)
+    raise SelectionError(f"--reference {selector} matches {len(found)} configurations: {candidates}; add a key")
