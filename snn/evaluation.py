@@ -128,8 +128,10 @@ def test_set_summary(metrics: dict) -> str:
     lines = [
         f"{'model':<10}{metrics['model']}  neuron={metrics['neuron']} encoder={metrics['encoder']} T={metrics['T']}"
     ]
-    spread = f" ± {metrics['test/acc_std']:.4f} (sample std over {metrics['repeats']} encoder seeds)"
-    lines.append(f"{'test/acc':<28}{metrics['test/acc']:.4f}{spread if metrics['repeats'] > 1 else ''}")
+    spread = ""
+    if metrics["repeats"] > 1:
+        spread = f" ± {metrics['test/acc_std']:.4f} (sample std over {metrics['repeats']} encoder seeds)"
+    lines.append(f"{'test/acc':<28}{metrics['test/acc']:.4f}{spread}")
     for key, value in metrics.items():
         if key.startswith("test/") and isinstance(value, float) and key not in ("test/acc", "test/acc_std"):
             lines.append(f"{key:<28}{value:.4f}" if value < 1e4 else f"{key:<28}{value:,.0f}")

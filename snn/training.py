@@ -23,10 +23,10 @@ from snn.config import ConfigError
 
 # In-memory tensors need no loader workers; Lightning's advice to add some does not apply.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-# Noise on every run: torch 2.14 deprecates a class Lightning still uses, and Lightning advertises a cloud logger.
+# Noise on every run: torch 2.14 deprecates a class Lightning still uses, and Lightning advertises its cloud services.
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*deprecated.*")
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
-    lambda record: "litlogger" not in record.getMessage()
+    lambda record: "litlogger" not in record.getMessage() and "litmodels" not in record.getMessage()
 )
 
 HPARAM_METRICS = (
