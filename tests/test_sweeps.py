@@ -62,7 +62,7 @@ def test_optuna_never_tunes_on_the_test_set(tmp_path, mnist_root):
         cwd=tmp_path, data_root=mnist_root,
     )
     assert result.returncode != 0
-    assert "no validation score" in result.stderr and "Failed experiment" in result.stderr
+    assert "no validation score" in result.stderr and "Failed experiment" in result.stdout + result.stderr
     assert not (tmp_path / "sweep" / "optimization_results.yaml").exists()
 
 
