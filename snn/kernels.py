@@ -26,6 +26,15 @@ def _cpu_tag() -> str:
     return hashlib.sha1(flags.encode()).hexdigest()[:8]
 
 
+def _source_tag() -> str:
+    """One cache entry per checkout and source version: torch's build file holds the sources' absolute paths, so two
+    checkouts sharing one entry rebuild it in turn (minutes, inside whichever process loads it next)."""
+    digest = hashlib.sha1()
+    for source in SOURCES:
+        digest.update(str(source.resolve()).encode() + source.read_bytes())
+    return digest.hexdigest()[:8]
+
+
 @functools.cache
 def load():
     """The compiled extension, or None (with one warning) where it cannot be built."""
@@ -36,9 +45,8 @@ def load():
         log.info("loading the CPU kernels (compiled on first use, about a minute, then cached)")
         # fp-contract=off: no fused multiply-adds, so the LIF spikes match the tensor code bit for bit
         flags = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"]
-        return build(
-            f"snn_kernels_{_cpu_tag()}", [str(s) for s in SOURCES], extra_cflags=flags, extra_ldflags=["-fopenmp"]
-        )
+        name = f"snn_kernels_{_cpu_tag()}_{_source_tag()}"
+        return build(name, [str(s) for s in SOURCES], extra_cflags=flags, extra_ldflags=["-fopenmp"])
     except Exception as error:  # no compiler, no headers, ...: the tensor code still works
         warnings.warn(f"C++ kernels unavailable, using plain tensor code: {str(error).splitlines()[0]}")
         return None
