@@ -135,10 +135,12 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
         filename="best",
         monitor="val/acc",
         mode="max",
-        save_last=True,
         auto_insert_metric_name=False,
     )
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=[checkpoint])
+    # last.ckpt after every epoch, so a killed run loses at most the unfinished one. (ModelCheckpoint's save_last
+    # copies only the checkpoints it writes, i.e. best.ckpt when val/acc improved.)
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False)
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=[checkpoint, last])
     _log_hparams(logger, params)
     trainer.fit(module, datamodule=data, ckpt_path=resume_from)
 
