@@ -145,12 +145,16 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
     trainer.fit(module, datamodule=data, ckpt_path=resume_from)
 
     best = checkpoint.best_model_path or None  # none under fast_dev_run: test the final weights
+    best_score, epochs = checkpoint.best_model_score, trainer.current_epoch
+    if best and best_score is None:  # ddp_spawn: the fit ran in worker processes, which hand back the best path only
+        stored = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        best_score, epochs = stored["callbacks"][checkpoint.state_key]["best_model_score"], stored["epoch"] + 1
     tested = trainer.test(module, datamodule=data, ckpt_path=best, verbose=False)[0]
     results = {
         **params,
         **{k: v for k, v in tested.items() if k.startswith("test/")},
-        "val/acc_best": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
-        "epochs": trainer.current_epoch,
+        "val/acc_best": float(best_score) if best_score is not None else None,
+        "epochs": epochs,
         "wall_time_s": round(time.time() - started, 1),
         "best_checkpoint": best,
         "run_dir": str(run_dir),
