@@ -18,7 +18,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from snn.classifier import Classifier
-from snn.config import ConfigError
+from snn.config import ConfigError, rank
 
 # In-memory tensors need no loader workers; Lightning's advice to add some does not apply.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -114,10 +114,14 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
     if cfg.get("torch_threads"):
         torch.set_num_threads(cfg.torch_threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    record = {"seed": cfg.seed, "resumed_from": resume_from, **environment()}
-    environment_file = run_dir / ("environment_resumed.json" if resume_from else "environment.json")
-    environment_file.write_text(json.dumps(record, indent=2) + "\n")
+    # Under torchrun every rank runs this function; rank 0 alone writes files (Lightning reads the rank from the
+    # launcher's environment). Under ddp_spawn only this process runs it, as rank 0.
+    writes = rank() == 0
+    if writes:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record = {"seed": cfg.seed, "resumed_from": resume_from, **environment()}
+        environment_file = run_dir / ("environment_resumed.json" if resume_from else "environment.json")
+        environment_file.write_text(json.dumps(record, indent=2) + "\n")
     net = instantiate(cfg.model)
     params = describe(cfg, choices, net.spiking)
     encoder = instantiate(cfg.encoder) if net.spiking else None
@@ -141,7 +145,8 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
     # copies only the checkpoints it writes, i.e. best.ckpt when val/acc improved.)
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False)
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=[checkpoint, last])
-    _log_hparams(logger, params)
+    if writes:
+        _log_hparams(logger, params)  # other ranks have no file writer (their logger's experiment is a dummy)
     trainer.fit(module, datamodule=data, ckpt_path=resume_from)
 
     best = checkpoint.best_model_path or None  # none under fast_dev_run: test the final weights
@@ -159,5 +164,6 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
         "best_checkpoint": best,
         "run_dir": str(run_dir),
     }
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if writes:
+        (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
