@@ -69,6 +69,7 @@ def environment() -> dict:
     """Library versions and the git commit of this code, so a run can be reproduced."""
     packages = ("torch", "torchvision", "pytorch-lightning", "hydra-core", "omegaconf", "snntorch", "torchmetrics")
     versions = {"python": platform.python_version(), **{p: importlib.metadata.version(p) for p in packages}}
+    versions["torch"] = torch.__version__  # with the build's local tag (+cpu, +cu130), which the metadata may lack
     here = Path(__file__).resolve().parent
 
     def git(*args):
