@@ -47,6 +47,7 @@ def check_run(run: Path, T: int) -> None:
     assert last["global_step"] == 2 * STEPS_PER_EPOCH
 
 
+@pytest.mark.slow
 def test_ddp_multirun_two_processes_per_job(tmp_path, mnist_root):
     result = run_train("-m", "T=1,2", f"data.root={mnist_root}", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -57,6 +58,7 @@ def test_ddp_multirun_two_processes_per_job(tmp_path, mnist_root):
     assert result.stdout.count("test/acc=") == 2  # one summary per job: rank 0 alone reports
 
 
+@pytest.mark.slow
 def test_torchrun_ranks_share_one_run_folder_and_rank_0_alone_writes(tmp_path, mnist_root):
     torchrun = Path(sys.executable).with_name("torchrun")
     command = [
@@ -117,6 +119,7 @@ def test_slurm_launcher_config_composes_with_one_task_per_device(compose_cfg):
     assert launcher.timeout_min == 240 and launcher.array_parallelism == 16
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher_runs_a_two_job_sweep(tmp_path, mnist_root):
     import pytest
 

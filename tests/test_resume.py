@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -21,6 +22,7 @@ def stored_epoch(checkpoint) -> int:
         return -1
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes_in_its_own_folder(tmp_path, mnist_root):
     run = tmp_path / "outputs" / "killed_run"
     args = [

@@ -30,6 +30,7 @@ def results(cwd):
     return {p.parent.name: json.loads(p.read_text()) for p in (cwd / "sweep").rglob("results.json")}
 
 
+@pytest.mark.slow
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path, mnist_root):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     result = train(
@@ -45,6 +46,7 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path, mnist_root):
     assert sorted(r["T"] for r in results(tmp_path).values()) == [1, 2]
 
 
+@pytest.mark.slow
 def test_optuna_search_runs_two_trials(tmp_path, mnist_root):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     result = train("hparams_search=optuna", "hydra.sweeper.n_trials=2", "T=2", cwd=tmp_path, data_root=mnist_root)
@@ -55,6 +57,7 @@ def test_optuna_search_runs_two_trials(tmp_path, mnist_root):
     assert "best_value" in best and "optimizer.lr" in best
 
 
+@pytest.mark.slow
 def test_a_failed_job_does_not_lose_the_others(tmp_path, mnist_root):
     result = train("T=1,0,2", cwd=tmp_path, data_root=mnist_root)
     assert result.returncode != 0

@@ -75,6 +75,7 @@ def test_hparams_tab_lists_choices_and_metrics(compose_cfg, tmp_path):
     assert {m.name.tag for m in experiment.metric_infos} == set(HPARAM_METRICS)
 
 
+@pytest.mark.slow
 def test_multirun_leaves_one_folder_per_job(tmp_path, mnist_root):
     args = [
         "-m",
@@ -118,6 +119,7 @@ def test_same_seed_same_metrics_and_environment_recorded(compose_cfg, tmp_path):
     assert (env["git_commit"] or "").removesuffix("-dirty") == commit  # none outside a git checkout
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_a_clear_line(tmp_path, mnist_root):
     result = subprocess.run(
         [
