@@ -9,7 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from snn.config import STORAGE_ERRORS, ConfigError, quote_path_overrides, storage_error, validate
+from snn.config import STORAGE_ERRORS, ConfigError, quote_path_overrides, rank, storage_error, validate
 from snn.data import DataError
 
 
@@ -31,7 +31,8 @@ def main(cfg: DictConfig) -> float:
             raise
         sys.exit(storage_error(error))  # e.g. the disk filled up while a checkpoint was being written
     run = os.path.relpath(results["run_dir"])
-    print(f"test/acc={results['test/acc']:.4f} test/loss={results['test/loss']:.4f} run={run}")
+    if rank() == 0:  # one line per run, also when torchrun started one process per device
+        print(f"test/acc={results['test/acc']:.4f} test/loss={results['test/loss']:.4f} run={run}")
     if results["val/acc_best"] is None:  # a sweeper tunes on validation data only: this run has nothing to offer
         print("no validation score (validation was skipped): this run cannot be a search objective", file=sys.stderr)
     return results["val/acc_best"]

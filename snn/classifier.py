@@ -113,7 +113,8 @@ class Classifier(pl.LightningModule):
         for name, value in self.spike_stats.compute().items():
             self.log(f"{stage}/{name}", value, sync_dist=True)
         writer = getattr(self.logger, "experiment", None)
-        if stage != "val" or not self.spiking or not hasattr(writer, "add_figure"):
+        # Other ranks get a dummy writer that drops the figure without closing it: draw on rank 0 only.
+        if stage != "val" or not self.spiking or not hasattr(writer, "add_figure") or not self.trainer.is_global_zero:
             return
         from snn.plots import activity_figure  # matplotlib only where figures are drawn
 

@@ -1,20 +1,45 @@
 """Checks of the public config keys, run before anything is built, loaded or written."""
 
 import errno
+import os
 import sys
 import tempfile
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+
+def rank() -> int:
+    """This process's global rank, as Lightning reads it from a launcher's environment (torchrun, SLURM); else 0."""
+    return rank_zero_only.rank
+
+
+def run_time(pattern: str) -> str:
+    """The timestamp in the run folder's name. torchrun starts `python train.py` once per rank, and each composes
+    its config a moment apart: the first to get here leaves its time in torchrun's store (served by the launching
+    agent at MASTER_ADDR:MASTER_PORT) and every rank takes that one, so all agree on one folder."""
+    now = datetime.now().strftime(pattern)
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return now
+    from torch.distributed import TCPStore
+
+    address, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    store = TCPStore(address, port, is_master=False, timeout=timedelta(minutes=5))
+    return store.compare_set(f"snn-mnist/run_time/{pattern}", "", now).decode()  # sets it only if unset
+
+
+OmegaConf.register_new_resolver("run_time", run_time, use_cache=True, replace=True)
 # The run folder is named by its overrides; a run with none is named "defaults".
 OmegaConf.register_new_resolver("run_name", lambda overrides: overrides or "defaults", replace=True)
 # Resuming from outputs/<run>/checkpoints/<x>.ckpt continues in outputs/<run>, and leaves its .hydra/ untouched.
 OmegaConf.register_new_resolver(
     "run_dir", lambda ckpt, new: str(Path(ckpt).parent.parent) if ckpt and ckpt != "last" else new, replace=True
 )
-OmegaConf.register_new_resolver("config_subdir", lambda ckpt: None if ckpt else ".hydra", replace=True)
+# Only rank 0 writes .hydra/ (the other ranks of a torchrun launch share its folder).
+OmegaConf.register_new_resolver("config_subdir", lambda ckpt: None if ckpt or rank() else ".hydra", replace=True)
 
 
 def eval_root(ckpt: str | None) -> str:

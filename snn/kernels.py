@@ -19,14 +19,22 @@ SOURCES = [Path(__file__).with_name("csrc") / name for name in ("bindings.cpp", 
 log = logging.getLogger(__name__)
 
 
-def _build_tag() -> str:
-    """Built with -march=native, so one cache entry per CPU type (home folders shared across machines), and per
-    checkout: torch rebuilds an entry whenever its source paths change, so two checkouts would take turns."""
+def _cpu_tag() -> str:
+    """Built with -march=native, so one cache entry per CPU type (home folders shared across machines)."""
     try:
         flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
     except (OSError, StopIteration):
         flags = ""
-    return hashlib.sha1(f"{flags}{SOURCES[0].parent}".encode()).hexdigest()[:8]
+    return hashlib.sha1(flags.encode()).hexdigest()[:8]
+
+
+def _source_tag() -> str:
+    """One cache entry per checkout and source version: torch's build file holds the sources' absolute paths, so two
+    checkouts sharing one entry rebuild it in turn (minutes, inside whichever process loads it next)."""
+    digest = hashlib.sha1()
+    for source in SOURCES:
+        digest.update(str(source.resolve()).encode() + source.read_bytes())
+    return digest.hexdigest()[:8]
 
 
 @functools.cache
@@ -39,9 +47,8 @@ def load():
         log.info("loading the CPU kernels (compiled on first use, about a minute, then cached)")
         # fp-contract=off: no fused multiply-adds, so the LIF spikes match the tensor code bit for bit
         flags = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"]
-        return build(
-            f"snn_kernels_{_build_tag()}", [str(s) for s in SOURCES], extra_cflags=flags, extra_ldflags=["-fopenmp"]
-        )
+        name = f"snn_kernels_{_cpu_tag()}_{_source_tag()}"
+        return build(name, [str(s) for s in SOURCES], extra_cflags=flags, extra_ldflags=["-fopenmp"])
     except Exception as error:  # no compiler, no headers, ...: the tensor code still works
         if mode == "require":
             raise RuntimeError(f"SNN_KERNELS=require: the C++ kernels did not build: {error}") from error

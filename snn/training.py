@@ -19,7 +19,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from snn.checkpoints import CheckpointError, read_checkpoint
 from snn.classifier import Classifier
-from snn.config import ConfigError
+from snn.config import ConfigError, rank
 
 # In-memory tensors need no loader workers; Lightning's advice to add some does not apply.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -78,6 +78,7 @@ def environment() -> dict:
     """Library versions and the git commit of this code, so a run can be reproduced."""
     packages = ("torch", "torchvision", "pytorch-lightning", "hydra-core", "omegaconf", "snntorch", "torchmetrics")
     versions = {"python": platform.python_version(), **{p: importlib.metadata.version(p) for p in packages}}
+    versions["torch"] = torch.__version__  # with the build's local tag (+cpu, +cu130), which the metadata may lack
     here = Path(__file__).resolve().parent
 
     def git(*args):
@@ -128,10 +129,14 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
     if cfg.get("torch_threads"):
         torch.set_num_threads(cfg.torch_threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    record = {"seed": cfg.seed, "resumed_from": resume_from, **environment()}
-    environment_file = run_dir / ("environment_resumed.json" if resume_from else "environment.json")
-    environment_file.write_text(json.dumps(record, indent=2) + "\n")
+    # Under torchrun every rank runs this function; rank 0 alone writes files (Lightning reads the rank from the
+    # launcher's environment). Under ddp_spawn only this process runs it, as rank 0.
+    writes = rank() == 0
+    if writes:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record = {"seed": cfg.seed, "resumed_from": resume_from, **environment()}
+        environment_file = run_dir / ("environment_resumed.json" if resume_from else "environment.json")
+        environment_file.write_text(json.dumps(record, indent=2) + "\n")
     module = build_classifier(cfg, choices)
     params = describe(cfg, choices, module.spiking)
     data = instantiate(cfg.data)
@@ -142,23 +147,31 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
         filename="best",
         monitor="val/acc",
         mode="max",
-        save_last=True,
         auto_insert_metric_name=False,
     )
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=[checkpoint])
-    _log_hparams(logger, params)
+    # last.ckpt after every epoch, so a killed run loses at most the unfinished one. (ModelCheckpoint's save_last
+    # copies only the checkpoints it writes, i.e. best.ckpt when val/acc improved.)
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False)
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=[checkpoint, last])
+    if writes:
+        _log_hparams(logger, params)  # other ranks have no file writer (their logger's experiment is a dummy)
     trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
 
     best = checkpoint.best_model_path or None  # none under fast_dev_run: test the final weights
+    best_score, epochs = checkpoint.best_model_score, trainer.current_epoch
+    if best and best_score is None:  # ddp_spawn: the fit ran in worker processes, which hand back the best path only
+        stored = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        best_score, epochs = stored["callbacks"][checkpoint.state_key]["best_model_score"], stored["epoch"] + 1
     tested = trainer.test(module, datamodule=data, ckpt_path=best, verbose=False, weights_only=True)[0]
     results = {
         **params,
         **{k: v for k, v in tested.items() if k.startswith("test/")},
-        "val/acc_best": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
-        "epochs": trainer.current_epoch,
+        "val/acc_best": float(best_score) if best_score is not None else None,
+        "epochs": epochs,
         "wall_time_s": round(time.time() - started, 1),
         "best_checkpoint": best,
         "run_dir": str(run_dir),
     }
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if writes:
+        (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results

@@ -2,9 +2,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow
 def test_throughput_benchmark_smoke():
     """A tiny run of the real benchmark: it completes and prints every row (speed itself is not asserted)."""
     env = {k: v for k, v in os.environ.items() if k != "SNN_DATA_DIR"}

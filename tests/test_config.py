@@ -83,6 +83,7 @@ def _train(*args, cwd):
     )
 
 
+@pytest.mark.slow
 def test_cli_invalid_value_is_one_line_and_nonzero(tmp_path, mnist_root):
     result = _train("T=0", f"data.root={mnist_root}", cwd=tmp_path)
     assert result.returncode != 0
@@ -91,6 +92,7 @@ def test_cli_invalid_value_is_one_line_and_nonzero(tmp_path, mnist_root):
     assert not (tmp_path / "outputs").exists()  # stopped before Hydra made a run folder
 
 
+@pytest.mark.slow
 def test_cli_unknown_group_option_lists_the_valid_ones(tmp_path):
     result = _train("neuron=bogus", cwd=tmp_path)
     assert result.returncode != 0
@@ -99,6 +101,7 @@ def test_cli_unknown_group_option_lists_the_valid_ones(tmp_path):
         assert option in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_missing_data_says_where_it_is_expected(tmp_path):
     empty = tmp_path / "nodata"
     result = _train(f"data.root={empty}", "data.download=false", "trainer.fast_dev_run=true", cwd=tmp_path)
@@ -146,6 +149,7 @@ def test_random_shift_moves_each_image_by_whole_pixels():
     assert offsets <= {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)} and len(offsets) > 10
 
 
+@pytest.mark.slow
 def test_unwritable_outputs_is_one_clear_line(tmp_path, mnist_root):
     (tmp_path / "outputs").write_text("a file where the outputs folder should be")
     result = _train(f"data.root={mnist_root}", "trainer.fast_dev_run=true", cwd=tmp_path)

@@ -136,7 +136,7 @@ def test_a_kernel_build_failure_falls_back_or_fails_as_asked(tmp_path, monkeypat
     broken = tmp_path / "broken.cpp"
     broken.write_text("this is not C++\n")
     monkeypatch.setattr(kernels, "SOURCES", [broken])
-    monkeypatch.setattr(kernels, "_build_tag", lambda: f"broken_{os.getpid()}")  # never touch the real build's cache
+    monkeypatch.setattr(kernels, "_cpu_tag", lambda: f"broken_{os.getpid()}")  # never touch the real build's cache
     monkeypatch.setattr(kernels, "mode", mode)
     kernels.load.cache_clear()
     try:

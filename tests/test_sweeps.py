@@ -29,6 +29,7 @@ def results(cwd):
     return {p.parent.name: json.loads(p.read_text()) for p in (cwd / "sweep").rglob("results.json")}
 
 
+@pytest.mark.slow
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path, mnist_root):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     result = train(
@@ -44,6 +45,7 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path, mnist_root):
     assert sorted(r["T"] for r in results(tmp_path).values()) == [1, 2]
 
 
+@pytest.mark.slow
 def test_optuna_search_runs_two_trials(tmp_path, mnist_root):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     result = train("hparams_search=optuna", "hydra.sweeper.n_trials=2", "T=2", cwd=tmp_path, data_root=mnist_root)
@@ -54,18 +56,24 @@ def test_optuna_search_runs_two_trials(tmp_path, mnist_root):
     assert "best_value" in best and "optimizer.lr" in best
 
 
+@pytest.mark.slow
 def test_optuna_never_tunes_on_the_test_set(tmp_path, mnist_root):
     """A trial without a validation score fails; its test accuracy is not used as the objective."""
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     result = train(
-        "hparams_search=optuna", "hydra.sweeper.n_trials=1", "T=1", "trainer.limit_val_batches=0",
-        cwd=tmp_path, data_root=mnist_root,
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=1",
+        "T=1",
+        "trainer.limit_val_batches=0",
+        cwd=tmp_path,
+        data_root=mnist_root,
     )
     assert result.returncode != 0
     assert "no validation score" in result.stderr and "Failed experiment" in result.stdout + result.stderr
     assert not (tmp_path / "sweep" / "optimization_results.yaml").exists()
 
 
+@pytest.mark.slow
 def test_a_failed_job_does_not_lose_the_others(tmp_path, mnist_root):
     result = train("T=1,0,2", cwd=tmp_path, data_root=mnist_root)
     assert result.returncode != 0
