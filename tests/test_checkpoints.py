@@ -84,7 +84,7 @@ def test_a_resumed_run_keeps_its_best_validation_accuracy(genuine, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     stored = torch.load(genuine, weights_only=True)
-    (callback,) = stored["callbacks"].values()
+    (callback,) = [c for c in stored["callbacks"].values() if c["monitor"] == "val/acc"]
     assert float(stored["state_dict"]["best_val_acc.max_value"]) == pytest.approx(float(callback["best_model_score"]))
     stored["state_dict"]["best_val_acc.max_value"] = torch.tensor(1.0)  # as if an earlier epoch had been perfect
     stored["run_config"]["config"]["trainer"]["max_epochs"] = 2  # one more epoch to run
