@@ -8,7 +8,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from snn.architectures import READOUTS
+from snn.architectures import POOLS, READOUTS
 from snn.classifier import OPTIMIZERS, SCHEDULES
 from snn.neurons import RESETS
 from snn.sparse_input import MODES as SPARSE_INPUT_MODES
@@ -100,6 +100,9 @@ def validate(cfg: DictConfig) -> None:
     readout = OmegaConf.select(cfg, "model.readout")
     if readout is not None:
         _require(readout in READOUTS, "model.readout", readout, ", ".join(READOUTS))
+    pool = OmegaConf.select(cfg, "model.pool")
+    if pool is not None:
+        _require(pool in POOLS, "model.pool", pool, ", ".join(POOLS))
     sparse_input = OmegaConf.select(cfg, "model.sparse_input")
     if sparse_input is not None:
         _require(sparse_input in SPARSE_INPUT_MODES, "model.sparse_input", sparse_input, ", ".join(SPARSE_INPUT_MODES))
