@@ -4,7 +4,7 @@ Import, the other way: `snn.nir_import` (`from_nir`, `load_nir`).
 The discretisation is snnTorch's (`snntorch.export_nir` / `snntorch.import_nir`), with dt = 1e-4 s per step:
 
     LIF (beta < 1):  tau = dt / (1 - beta), r = tau / dt (so the input gain r*dt/tau is 1), v_leak = 0
-    IF (beta = 1):   r = 1 (NIR's IF has no tau; r is read as the per-step input gain, as sinabs and snnTorch do)
+    IF (beta = 1):   r = 1 (NIR's IF has no tau: r is the per-step input gain; snnTorch's importer requires r = 1)
     both:            v_threshold = threshold, v_reset = 0
 
 The NIR neurons reset to `v_reset`, this project's `neuron.reset=zero`; a `subtract` model is refused. BatchNorm
@@ -38,11 +38,10 @@ _MAX_POOLING = "it max-pools (model.pool=max) and NIR has no max-pooling node"
 
 def check_exportable(net: nn.Module) -> None:
     """Both reasons at once, so that one retraining fixes them."""
-    problems, fixes = [], []
-    if any(getattr(neuron, "reset", "zero") != "zero" for neuron in getattr(net, "neurons", [])):
-        problems.append(_RESET_SUBTRACT), fixes.append("neuron.reset=zero")
-    if any(isinstance(module, nn.MaxPool2d) for module in net.modules()):
-        problems.append(_MAX_POOLING), fixes.append("model.pool=avg")
+    subtracts = any(getattr(neuron, "reset", "zero") != "zero" for neuron in getattr(net, "neurons", []))
+    max_pools = any(isinstance(module, nn.MaxPool2d) for module in net.modules())
+    problems = [_RESET_SUBTRACT] * subtracts + [_MAX_POOLING] * max_pools
+    fixes = ["neuron.reset=zero"] * subtracts + ["model.pool=avg"] * max_pools
     if problems:
         raise NIRError(f"{_CANNOT}{'; '.join(problems)}; train with {' '.join(fixes)} to export")
 

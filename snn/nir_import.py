@@ -61,7 +61,9 @@ def chain(graph: nir.NIRGraph) -> list[tuple[str, nir.NIRNode]]:
         before[str(b)].append(str(a))
     for name in graph.nodes:
         if len(after[name]) > 1 or len(before[name]) > 1:
-            raise NIRError(f"node {name!r} branches or merges; only linear chains Input -> ... -> Output are supported")
+            raise NIRError(
+                f"node {name!r} branches, merges or closes a loop; only linear chains Input -> ... -> Output import"
+            )
     order, current = [], inputs[0]
     while current != outputs[0]:
         if not after[current]:
@@ -235,6 +237,9 @@ def load_nir(path: str | Path) -> tuple[NIRNet, dict]:
         net = from_nir(graph)
     except NIRError as error:
         raise NIRError(f"{path}: {error}") from None
+    except Exception as error:  # a malformed node the checks above did not foresee: still one line naming the file
+        reason = (str(error).splitlines() or [""])[0]
+        raise NIRError(f"{path}: cannot be built ({type(error).__name__}: {reason})") from None
     metadata = _plain(graph.metadata if isinstance(graph.metadata, dict) else {})
     info = {
         "file": str(path),

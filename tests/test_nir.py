@@ -173,7 +173,7 @@ CUBA = ("tau_syn", "tau_mem", "r", "v_leak", "v_threshold")
         (lambda: chain_graph(AFFINE, LIF3(v_reset=np.full(3, -1.0))), "v_reset=-1 is not"),
         (lambda: chain_graph(AFFINE, LIF3(v_threshold=np.arange(1.0, 4))), "v_threshold varies across"),
         (lambda: chain_graph(AFFINE, nir.CubaLIF(**{k: np.ones(3) for k in CUBA})), "is CubaLIF, which cannot"),
-        (lambda: chain_graph(AFFINE, LIF3(), edges=lambda e: e + [("lif", "affine")]), "branches or merges"),
+        (lambda: chain_graph(AFFINE, LIF3(), edges=lambda e: e + [("lif", "affine")]), "closes a loop"),
         (lambda: chain_graph(AFFINE, LI3, AFFINE, LIF3()), "only supported as the last node"),
         (lambda: chain_graph(AFFINE, LIF3(), AFFINE), "must be a neuron"),
     ],
