@@ -11,14 +11,14 @@ from omegaconf import DictConfig
 from snn.config import ConfigError, quote_path_overrides
 from snn.data import DataError
 from snn.digits import ImageError
+from snn.nir_graph import NIRError
 from snn.evaluation import (
     CheckpointError,
     classify_files,
     classify_test_sample,
     default_repeats,
-    describe_model,
     evaluate_test_set,
-    load_classifier,
+    load_model,
     prediction_line,
     test_set_summary,
     write_json,
@@ -32,8 +32,7 @@ def main(cfg: DictConfig) -> None:
         if cfg.ckpt is None:
             raise ConfigError("ckpt is required: ckpt=outputs/<run>/checkpoints/best.ckpt")
         torch.manual_seed(cfg.seed)
-        module, run_cfg = load_classifier(cfg.ckpt, cfg.T)
-        info = {"checkpoint": str(cfg.ckpt), **describe_model(module, run_cfg, module.run_config.get("choices", {}))}
+        module, info = load_model(cfg.ckpt, cfg.T, cfg.get("encoder"))
         if cfg.image is not None or cfg.sample is not None:
             results = (
                 classify_files(module, Path(cfg.image), out_dir)
@@ -47,7 +46,7 @@ def main(cfg: DictConfig) -> None:
             tested = evaluate_test_set(module, cfg.data.root, cfg.data.batch_size, out_dir, repeats, cfg.seed)
             write_json(out_dir / "metrics.json", {**info, **tested})
             print(test_set_summary({**info, **tested}))
-    except (CheckpointError, ConfigError, DataError, ImageError) as error:
+    except (CheckpointError, ConfigError, DataError, ImageError, NIRError) as error:
         sys.exit(f"error: {error}")
     print(f"written to {Path(out_dir).relative_to(Path.cwd()) if out_dir.is_relative_to(Path.cwd()) else out_dir}")
 

@@ -16,6 +16,7 @@ from snn.sparse_input import SparseInputLinear
 from snn.spike_stats import Trace
 
 READOUTS = ("spike_count", "membrane")
+POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}  # avg: exportable to NIR, which has no max-pooling
 
 
 def _check_sizes(sizes: Sequence[int], key: str, example: str) -> list[int]:
@@ -74,22 +75,27 @@ class SpikingMLP(SpikingNet):
         super().__init__(stages, neuron, readout)
 
 
-def _conv_stages(channels: Sequence[int], hidden_size: int, num_classes: int, linear=nn.Linear) -> list[nn.Sequential]:
-    """conv-BN (-pool) x len(channels), then FC hidden, then FC out; pooling opens the following stage."""
+def _conv_stages(
+    channels: Sequence[int], hidden_size: int, num_classes: int, linear=nn.Linear, pool: str = "max"
+) -> list[nn.Sequential]:
+    """conv-BN (-pool) x len(channels), then FC hidden, then FC out; pooling (2x2, `max` or `avg`) opens the
+    following stage."""
+    require(pool in POOLS, "pool", pool, ", ".join(POOLS))
     channels = [1, *_check_sizes(channels, "channels", "[32,64,128]")]
     require(is_count(hidden_size), "hidden_size", hidden_size, "an integer >= 1")
     stages = []
     for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
-        pool = [nn.MaxPool2d(2)] if i else []
-        stages.append(nn.Sequential(*pool, nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out)))
+        pooling = [POOLS[pool](2)] if i else []
+        stages.append(nn.Sequential(*pooling, nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out)))
     side = 28 // 2 ** (len(channels) - 1)
-    stages.append(nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), linear(channels[-1] * side * side, hidden_size)))
+    stages.append(nn.Sequential(POOLS[pool](2), nn.Flatten(), linear(channels[-1] * side * side, hidden_size)))
     stages.append(nn.Sequential(linear(hidden_size, num_classes)))
     return stages
 
 
 class SpikingCNN(SpikingNet):
-    """(conv3x3-BN-spike-maxpool) per entry of `channels` -> FC hidden (spiking) -> FC 10 (spiking)."""
+    """(conv3x3-BN-spike-pool) per entry of `channels` -> FC hidden (spiking) -> FC 10 (spiking).
+    `pool`: max | avg (2x2); only avg can be exported to NIR."""
 
     def __init__(
         self,
@@ -99,9 +105,10 @@ class SpikingCNN(SpikingNet):
         readout: str = "membrane",
         num_classes: int = 10,
         sparse_input: str = "auto",  # for the fully connected stages, whose inputs are spikes
+        pool: str = "max",
     ):
         linear = functools.partial(SparseInputLinear, mode=sparse_input)
-        super().__init__(_conv_stages(channels, hidden_size, num_classes, linear), neuron, readout)
+        super().__init__(_conv_stages(channels, hidden_size, num_classes, linear, pool), neuron, readout)
 
 
 class MLP(nn.Module):
@@ -126,8 +133,10 @@ class MLP(nn.Module):
 class CNN(MLP):
     """The ANN counterpart of SpikingCNN: the same stages with ReLU in place of spiking neurons."""
 
-    def __init__(self, channels: Sequence[int] = (32, 64), hidden_size: int = 128, num_classes: int = 10):
+    def __init__(
+        self, channels: Sequence[int] = (32, 64), hidden_size: int = 128, num_classes: int = 10, pool: str = "max"
+    ):
         nn.Module.__init__(self)
-        stages = _conv_stages(channels, hidden_size, num_classes)
+        stages = _conv_stages(channels, hidden_size, num_classes, pool=pool)
         layers = [m for stage in stages[:-1] for m in (*stage, nn.ReLU())] + list(stages[-1])
         self.layers = nn.Sequential(*layers)

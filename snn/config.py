@@ -43,10 +43,13 @@ OmegaConf.register_new_resolver("config_subdir", lambda ckpt: None if ckpt or ra
 
 
 def eval_root(ckpt: str | None) -> str:
-    """Evaluations of outputs/<run>/checkpoints/<x>.ckpt go to outputs/<run>/eval/, of any other file to outputs/eval/."""
+    """Evaluations of outputs/<run>/checkpoints/<x>.ckpt (or export/<x>.nir) go to outputs/<run>/eval/, of any other
+    file to outputs/eval/."""
     path = Path(str(ckpt)) if ckpt else None
     return (
-        str(path.parent.parent / "eval") if path is not None and path.parent.name == "checkpoints" else "outputs/eval"
+        str(path.parent.parent / "eval")
+        if path is not None and path.parent.name in ("checkpoints", "export")
+        else "outputs/eval"
     )
 
 

@@ -34,10 +34,40 @@ def load_classifier(path: str | Path, T: int | None = None) -> tuple[Classifier,
     return module.eval(), cfg
 
 
-def describe_model(module: Classifier, cfg: DictConfig, choices: dict) -> dict:
-    """The comparable choices of training's results.json (baselines: T=1, no encoder) that a reader needs here."""
-    described = describe(cfg, choices, module.spiking)
-    return {key: described[key] for key in ("model", "neuron", "encoder", "T")}
+def load_nir_classifier(path: str | Path, T: int | None, encoder: DictConfig | None) -> tuple[Classifier, dict]:
+    """A NIR graph made anywhere, fed by `encoder` over `T` steps; both default to what its metadata records
+    (graphs exported here record them). Returns the module and what evaluate.py reports of it."""
+    from hydra.utils import instantiate
+
+    from snn.checkpoints import CONF
+    from snn.nir_import import load_nir
+
+    net, info = load_nir(path)
+    stored = dict(info["metadata"].get("encoder") or {})
+    name = stored.pop("name", None)
+    if encoder is None:
+        if not (CONF / "encoder" / f"{name}.yaml").is_file():
+            raise ConfigError(f"{path}: its metadata names no encoder; give one: encoder=rate|latency|direct")
+        encoder = OmegaConf.merge(OmegaConf.load(CONF / "encoder" / f"{name}.yaml"), stored)
+    T = T or info["metadata"].get("T")
+    if T is None:
+        raise ConfigError(f"{path}: its metadata records no T; give one: T=<time steps>")
+    module = Classifier(net, instantiate(OmegaConf.merge(encoder, {"T": T})), {})
+    encoder_name = encoder._target_.rsplit(".", 1)[-1].removesuffix("Encoder").lower()
+    return module.eval(), {"model": "nir", "neuron": "from the graph", "encoder": encoder_name, "T": int(T)}
+
+
+def load_model(path: str | Path, T: int | None, encoder: DictConfig | None) -> tuple[Classifier, dict]:
+    """A checkpoint of train.py or a .nir graph, and the choices a reader of the evaluation needs (as training's
+    results.json records them: baselines with T=1 and no encoder)."""
+    if str(path).endswith(".nir"):
+        module, described = load_nir_classifier(path, T, encoder)
+    else:
+        if encoder is not None:
+            raise ConfigError("encoder= is for .nir graphs: a checkpoint's encoder comes from its run config")
+        module, cfg = load_classifier(path, T)
+        described = describe(cfg, module.run_config.get("choices", {}), module.spiking)
+    return module, {"checkpoint": str(path), **{key: described[key] for key in ("model", "neuron", "encoder", "T")}}
 
 
 def default_repeats(module: Classifier) -> int:

@@ -3,6 +3,7 @@
 The sweep figures of snn.report are in report_plots.py.
 """
 
+import math
 import matplotlib
 
 matplotlib.use("Agg")  # no display needed: evaluation and training run headless
@@ -34,7 +35,7 @@ def _membranes(ax, membrane: torch.Tensor, threshold: float | None, highlight: i
             label=str(digit),
             color=plt.cm.tab10(digit),
         )
-    if threshold is not None:
+    if threshold is not None and math.isfinite(threshold):  # a leaky integrator (NIR's LI) never fires
         ax.axhline(threshold, ls="--", color="grey", lw=0.8)
     ax.set_title("output membrane potential")
     ax.set_xlabel("time step")

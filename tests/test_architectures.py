@@ -1,6 +1,8 @@
 from functools import partial
 
+import pytest
 import torch
+from torch import nn
 
 from snn.architectures import CNN, MLP, SpikingCNN, SpikingMLP
 from snn.encoders import DirectEncoder
@@ -44,3 +46,13 @@ def test_conv_architectures_shapes_and_direct_shortcut():
     assert once.shape == (3, 10)
     assert torch.allclose(once, net(DirectEncoder(T=4)(images).contiguous()), atol=1e-6)
     assert CNN(channels=[4, 8], hidden_size=16)(images).shape == (3, 10)
+
+
+def test_conv_pooling_choice():
+    avg = SpikingCNN(partial(LIF), channels=[4, 8], hidden_size=16, pool="avg")
+    pools = [type(m) for m in avg.modules() if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d))]
+    assert pools == [nn.AvgPool2d, nn.AvgPool2d]
+    assert avg(torch.rand(2, 3, 1, 28, 28)).shape == (3, 10)
+    assert any(isinstance(m, nn.MaxPool2d) for m in CNN(channels=[4], hidden_size=8).modules())  # the default
+    with pytest.raises(ValueError, match="unknown pool 'min'"):
+        CNN(channels=[4], pool="min")

@@ -63,6 +63,7 @@ def test_optuna_search_composes(compose_cfg):
         ("model.hidden_sizes=[0]", "model.hidden_sizes"),
         ("model=csnn model.channels=[]", "model.channels"),
         ("model.sparse_input=yes", "model.sparse_input"),
+        ("model=csnn model.pool=min", "model.pool"),
         ("data.max_rotation=-5", "data.max_rotation"),
         ("data.max_scale=1.5", "data.max_scale"),
     ],

@@ -1,0 +1,172 @@
+"""NIR (Neuromorphic Intermediate Representation) export of the spiking nets: `to_nir(net) -> nir.NIRGraph`.
+Import, the other way: `snn.nir_import` (`from_nir`, `load_nir`).
+
+The discretisation is snnTorch's (`snntorch.export_nir` / `snntorch.import_nir`), with dt = 1e-4 s per step:
+
+    LIF (beta < 1):  tau = dt / (1 - beta), r = tau / dt (so the input gain r*dt/tau is 1), v_leak = 0
+    IF (beta = 1):   r = 1 (NIR's IF has no tau: r is the per-step input gain; snnTorch's importer requires r = 1)
+    both:            v_threshold = threshold, v_reset = 0
+
+The NIR neurons reset to `v_reset`, this project's `neuron.reset=zero`; a `subtract` model is refused. BatchNorm
+(running statistics, i.e. eval mode) is folded into the convolution before it. NIR has no max-pooling: only
+`model.pool=avg` conv nets export. Per-neuron parameters are arrays shaped like the layer's output.
+"""
+
+import nir
+import numpy as np
+import torch
+from torch import nn
+
+from snn.neurons import LIF
+
+DT = 1e-4  # seconds per time step, snnTorch's NIR convention
+SOURCE = "snn-mnist"
+LOGITS = {  # how the network's logits are read off its output layer, stored in the graph's metadata
+    "spike_count": "sum over the T steps of the output neurons' spikes",
+    "membrane": "mean over the T steps of the output neurons' membrane potential before reset",
+}
+
+
+class NIRError(ValueError):
+    """A network or a graph that cannot be converted exactly; the message is one line."""
+
+
+_CANNOT = "the network cannot be exported exactly: "
+_RESET_SUBTRACT = "it was trained with neuron.reset=subtract and NIR neurons reset to zero (v_reset)"
+_MAX_POOLING = "it max-pools (model.pool=max) and NIR has no max-pooling node"
+
+
+def check_exportable(net: nn.Module) -> None:
+    """Both reasons at once, so that one retraining fixes them."""
+    subtracts = any(getattr(neuron, "reset", "zero") != "zero" for neuron in getattr(net, "neurons", []))
+    max_pools = any(isinstance(module, nn.MaxPool2d) for module in net.modules())
+    problems = [_RESET_SUBTRACT] * subtracts + [_MAX_POOLING] * max_pools
+    fixes = ["neuron.reset=zero"] * subtracts + ["model.pool=avg"] * max_pools
+    if problems:
+        raise NIRError(f"{_CANNOT}{'; '.join(problems)}; train with {' '.join(fixes)} to export")
+
+
+def _per_neuron(shape: tuple[int, ...], value: float) -> np.ndarray:
+    # float64: 1 - dt / tau gives back the trained float32 beta exactly
+    return np.full(shape, value, dtype=np.float64)
+
+
+def neuron_node(neuron: nn.Module, shape: tuple[int, ...], dt: float = DT) -> nir.NIRNode:
+    """nir.LIF (or nir.IF when beta = 1) for one of this project's LIF / IF / PLIF layers."""
+    if not isinstance(neuron, LIF):
+        raise NIRError(f"cannot export the neuron {type(neuron).__name__}: LIF, IF and PLIF have NIR counterparts")
+    if neuron.reset != "zero":
+        raise NIRError(_CANNOT + _RESET_SUBTRACT + "; train with neuron.reset=zero to export")
+    beta = float(torch.as_tensor(neuron.beta).detach())  # PLIF: the learned sigmoid(beta_logit)
+    threshold = float(neuron.threshold)
+    zeros, v_threshold = _per_neuron(shape, 0.0), _per_neuron(shape, threshold)
+    if beta == 1:
+        return nir.IF(r=_per_neuron(shape, 1.0), v_threshold=v_threshold, v_reset=zeros)
+    tau = dt / (1 - beta)
+    return nir.LIF(
+        tau=_per_neuron(shape, tau),
+        r=_per_neuron(shape, tau / dt),
+        v_leak=zeros,
+        v_threshold=v_threshold,
+        v_reset=zeros,
+    )
+
+
+def _pair(value) -> np.ndarray:
+    return np.array(value if isinstance(value, (tuple, list)) else (value, value))
+
+
+def _weights(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().float().numpy().copy()
+
+
+def conv_node(conv: nn.Conv2d, batch_norm: nn.BatchNorm2d | None, shape: tuple[int, ...]) -> nir.Conv2d:
+    """nir.Conv2d with the BatchNorm after it (running statistics) folded into its weight and bias."""
+    if conv.padding_mode != "zeros":
+        raise NIRError(f"cannot export a Conv2d with padding_mode={conv.padding_mode!r}: NIR pads with zeros")
+    weight = conv.weight.detach().double()
+    bias = conv.bias.detach().double() if conv.bias is not None else weight.new_zeros(conv.out_channels)
+    if batch_norm is not None:
+        if batch_norm.running_var is None:
+            raise NIRError("cannot fold a BatchNorm2d without running statistics into its convolution")
+        gamma = batch_norm.weight.detach().double() if batch_norm.affine else torch.ones_like(bias)
+        shift = batch_norm.bias.detach().double() if batch_norm.affine else torch.zeros_like(bias)
+        scale = gamma / torch.sqrt(batch_norm.running_var.double() + batch_norm.eps)
+        weight, bias = weight * scale.view(-1, 1, 1, 1), (bias - batch_norm.running_mean.double()) * scale + shift
+    padding = conv.padding if isinstance(conv.padding, str) else _pair(conv.padding)
+    return nir.Conv2d(
+        input_shape=tuple(shape[1:]),
+        weight=_weights(weight),
+        stride=_pair(conv.stride),
+        padding=padding,
+        dilation=_pair(conv.dilation),
+        groups=conv.groups,
+        bias=_weights(bias),
+    )
+
+
+def pool_node(pool: nn.Module) -> nir.AvgPool2d:
+    if isinstance(pool, nn.MaxPool2d):
+        raise NIRError(_CANNOT + _MAX_POOLING + "; train with model.pool=avg to export")
+    if pool.ceil_mode or pool.divisor_override is not None or np.any(_pair(pool.padding) != 0):
+        raise NIRError("only plain average pooling exports (no padding, ceil_mode or divisor_override)")
+    stride = pool.stride if pool.stride is not None else pool.kernel_size
+    return nir.AvgPool2d(kernel_size=_pair(pool.kernel_size), stride=_pair(stride), padding=_pair(0))
+
+
+def layer_nodes(layers: list[nn.Module], shape: tuple[int, ...]) -> list[tuple[str, nir.NIRNode, tuple[int, ...]]]:
+    """(name, node, output shape) for a stage's stateless layers, whose input has `shape` (no batch dimension)."""
+    nodes = []
+    for i, layer in enumerate(layers):
+        following = layers[i + 1] if i + 1 < len(layers) else None
+        if isinstance(layer, nn.BatchNorm2d):
+            if i == 0 or not isinstance(layers[i - 1], nn.Conv2d):
+                raise NIRError("cannot export a BatchNorm2d that does not follow a Conv2d (nothing to fold it into)")
+            continue  # folded into the convolution before it
+        with torch.no_grad():  # the layers left (Linear, Conv2d, pooling, Flatten) act the same in train and eval
+            out_shape = tuple(layer(torch.zeros(1, *shape))[0].shape)
+        if isinstance(layer, nn.Linear):
+            weight = _weights(layer.weight)
+            node = nir.Affine(weight, _weights(layer.bias)) if layer.bias is not None else nir.Linear(weight)
+            name = "affine"
+        elif isinstance(layer, nn.Conv2d):
+            node, name = conv_node(layer, following if isinstance(following, nn.BatchNorm2d) else None, shape), "conv"
+        elif isinstance(layer, (nn.AvgPool2d, nn.MaxPool2d)):
+            node, name = pool_node(layer), "avgpool"
+        elif isinstance(layer, nn.Flatten) and out_shape == shape:
+            continue  # already flat (the MLP flattens at every stage): nothing to say in the graph
+        elif isinstance(layer, nn.Flatten):  # NIR shapes have no batch dimension: torch's dims shift down by one
+            start, end = (d - 1 if d > 0 else d for d in (layer.start_dim, layer.end_dim))
+            node, name = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=start, end_dim=end), "flatten"
+        else:
+            raise NIRError(f"cannot export the layer {type(layer).__name__}: it has no NIR counterpart here")
+        nodes.append((name, node, out_shape))
+        shape = out_shape
+    return nodes
+
+
+def _unique(nodes: dict, name: str) -> str:
+    return name if name not in nodes else f"{name}_{sum(key.startswith(name) for key in nodes)}"
+
+
+def to_nir(
+    net: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), metadata: dict | None = None, dt: float = DT
+) -> nir.NIRGraph:
+    """The NIR graph of a SpikingNet (as in eval mode): Input -> per stage its layers and its neuron -> Output.
+    `metadata` (T, encoder, ...) is stored in the graph beside the source, dt and the readout."""
+    if not getattr(net, "spiking", False) or not hasattr(net, "stages"):
+        raise NIRError(f"{type(net).__name__} is not a spiking network: only spiking models export to NIR")
+    check_exportable(net)
+    nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type=np.array(input_shape))}
+    shape = tuple(input_shape)
+    for i, (stage, neuron) in enumerate(zip(net.stages, net.neurons)):
+        layers = list(stage) if isinstance(stage, nn.Sequential) else [stage]
+        for name, node, out_shape in layer_nodes(layers, shape):
+            nodes[_unique(nodes, f"stage{i}_{name}")] = node
+            shape = out_shape
+        node = neuron_node(neuron, shape, dt)
+        nodes[_unique(nodes, f"stage{i}_{type(node).__name__.lower()}")] = node
+    nodes["output"] = nir.Output(output_type=np.array(shape))
+    names = list(nodes)
+    metadata = {"source": SOURCE, "dt": dt, "readout": net.readout, "logits": LOGITS[net.readout], **(metadata or {})}
+    return nir.NIRGraph(nodes=nodes, edges=list(zip(names[:-1], names[1:])), metadata=metadata)

@@ -1,0 +1,252 @@
+"""NIR import: `from_nir(graph)` builds a SpikingNet from a NIR graph made here or elsewhere, `load_nir(path)` reads
+a .nir file (HDF5, data only) and builds it.
+
+Linear chains Input -> ... -> Output of Affine, Linear, Conv2d, AvgPool2d, SumPool2d, Flatten, LIF, IF and LI
+nodes. Each neuron closes a stage of the stateless layers before it. The mapping is snnTorch's importer's, with dt
+from the graph's metadata (else 1e-4 s):
+
+    LIF:  beta = 1 - dt / tau, input gain r * dt / tau       IF: beta = 1, input gain r (per step)
+    LI:   as LIF without spikes (threshold +inf); as the last node it makes the readout the membrane
+
+An input gain other than 1 is folded into the weights and bias of the layer before the neuron (exact up to float
+rounding; snnTorch divides the threshold by it instead, which gives the same spikes but a scaled membrane).
+Refused with one line: v_leak != 0, v_reset != 0, parameters that vary across the neurons of a layer (this
+project's neurons take one value per layer), branches, merges, recurrence and any other node type.
+"""
+
+from collections import defaultdict
+from pathlib import Path
+
+import nir
+import numpy as np
+import torch
+from torch import nn
+
+from snn.architectures import READOUTS, SpikingNet
+from snn.neurons import IF, LIF
+from snn.nir_graph import DT, NIRError
+
+LAYERS = (nir.Affine, nir.Linear, nir.Conv2d, nir.AvgPool2d, nir.SumPool2d, nir.Flatten)
+NEURONS = (nir.LIF, nir.IF, nir.LI)
+SUPPORTED = ", ".join(t.__name__ for t in (nir.Input, nir.Output, *LAYERS, *NEURONS))
+
+
+class LeakyIntegrator(LIF):
+    """NIR's LI: a LIF that never fires (threshold +inf), so its membrane integrates with leak and no reset."""
+
+    def __init__(self, beta: float):
+        super().__init__(beta, threshold=float("inf"), reset="zero")
+
+
+class NIRNet(SpikingNet):
+    """A SpikingNet whose stages each have their own neuron, as read from a NIR graph."""
+
+    def __init__(self, stages: list[nn.Module], neurons: list[nn.Module], readout: str):
+        super().__init__(stages, iter(neurons).__next__, readout)  # the factory hands out one neuron per stage
+
+
+def chain(graph: nir.NIRGraph) -> list[tuple[str, nir.NIRNode]]:
+    """The nodes between Input and Output, in order; a NIRError unless the graph is one unbranched chain."""
+    for name, node in graph.nodes.items():
+        if not isinstance(node, (nir.Input, nir.Output, *LAYERS, *NEURONS)):
+            kind = "a subgraph (e.g. a recurrent layer)" if isinstance(node, nir.NIRGraph) else type(node).__name__
+            raise NIRError(f"node {name!r} is {kind}, which cannot be imported; supported: {SUPPORTED}")
+    inputs = [k for k, n in graph.nodes.items() if isinstance(n, nir.Input)]
+    outputs = [k for k, n in graph.nodes.items() if isinstance(n, nir.Output)]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise NIRError(f"the graph has {len(inputs)} Input and {len(outputs)} Output nodes; one of each is needed")
+    after, before = defaultdict(list), defaultdict(list)
+    for a, b in graph.edges:
+        after[str(a)].append(str(b))
+        before[str(b)].append(str(a))
+    for name in graph.nodes:
+        if len(after[name]) > 1 or len(before[name]) > 1:
+            raise NIRError(
+                f"node {name!r} branches, merges or closes a loop; only linear chains Input -> ... -> Output import"
+            )
+    order, current = [], inputs[0]
+    while current != outputs[0]:
+        if not after[current]:
+            raise NIRError(f"the chain from {inputs[0]!r} stops at {current!r} before reaching {outputs[0]!r}")
+        current = after[current][0]
+        if current in order or current == inputs[0]:
+            raise NIRError(f"node {current!r} is reached twice: recurrent connections are not supported")
+        order.append(current)
+    if len(order) + 1 != len(graph.nodes):
+        stray = sorted(set(graph.nodes) - {inputs[0], *order})
+        raise NIRError(f"nodes {stray} are not on the chain from {inputs[0]!r} to {outputs[0]!r}")
+    return [(name, graph.nodes[name]) for name in order[:-1]]
+
+
+def _uniform(name: str, node: nir.NIRNode, field: str) -> float:
+    values = np.asarray(getattr(node, field), dtype=np.float64)
+    if values.size == 0 or not np.all(values == values.flat[0]):
+        raise NIRError(f"node {name!r}: {field} varies across neurons; this project's neurons take one value per layer")
+    return float(values.flat[0])
+
+
+def neuron(name: str, node: nir.NIRNode, dt: float) -> tuple[nn.Module, float]:
+    """(this project's neuron, input gain) for a NIR LIF / IF / LI node."""
+    for field in ("v_leak", "v_reset"):
+        if hasattr(node, field) and _uniform(name, node, field) != 0:
+            raise NIRError(
+                f"node {name!r}: {field}={_uniform(name, node, field):g} is not supported (this project's neurons "
+                "leak towards 0 and reset to 0)"
+            )
+    r = _uniform(name, node, "r")
+    if isinstance(node, nir.IF):
+        threshold, beta, gain = _uniform(name, node, "v_threshold"), 1.0, r
+    else:
+        tau = _uniform(name, node, "tau")
+        beta, gain = 1 - dt / tau, r * dt / tau
+        threshold = float("inf") if isinstance(node, nir.LI) else _uniform(name, node, "v_threshold")
+        if not 0 < beta <= 1:
+            raise NIRError(f"node {name!r}: tau={tau:g} s at dt={dt:g} s gives beta={beta:g}, outside (0, 1]")
+    if not threshold > 0:
+        raise NIRError(f"node {name!r}: v_threshold={threshold:g} is not allowed: this project needs a threshold > 0")
+    gain = 1.0 if np.isclose(gain, 1.0, rtol=1e-9, atol=0) else gain  # tau / dt * dt / tau: 1 up to rounding
+    if isinstance(node, nir.LI):
+        return LeakyIntegrator(beta), gain
+    return (IF(threshold, reset="zero") if beta == 1 else LIF(beta, threshold, reset="zero")), gain
+
+
+def _ints(value, name: str, what: str) -> tuple[int, ...]:
+    values = np.atleast_1d(np.asarray(value)).astype(np.int64).tolist()
+    if len(values) not in (1, 2):
+        raise NIRError(f"node {name!r}: {what}={value} is not one or two integers")
+    return tuple(values * 2 if len(values) == 1 else values)
+
+
+def _tensor(array) -> torch.Tensor:
+    return torch.from_numpy(np.array(array, dtype=np.float32))
+
+
+def layer(name: str, node: nir.NIRNode) -> nn.Module:
+    """The stateless torch layer of a NIR Affine / Linear / Conv2d / pooling / Flatten node, weights copied."""
+    if isinstance(node, (nir.Affine, nir.Linear)):
+        weight = _tensor(node.weight)
+        if weight.dim() != 2:
+            raise NIRError(f"node {name!r}: weight of shape {tuple(weight.shape)} is not a matrix")
+        module = nn.Linear(weight.shape[1], weight.shape[0], bias=isinstance(node, nir.Affine))
+    elif isinstance(node, nir.Conv2d):
+        weight = _tensor(node.weight)
+        if weight.dim() != 4:
+            raise NIRError(f"node {name!r}: weight of shape {tuple(weight.shape)} is not [C_out, C_in, kH, kW]")
+        padding = node.padding if isinstance(node.padding, str) else _ints(node.padding, name, "padding")
+        groups = int(np.asarray(node.groups))
+        module = nn.Conv2d(
+            weight.shape[1] * groups,
+            weight.shape[0],
+            tuple(weight.shape[2:]),
+            stride=_ints(node.stride, name, "stride"),
+            padding=padding,
+            dilation=_ints(node.dilation, name, "dilation"),
+            groups=groups,
+        )
+    elif isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
+        if any(_ints(node.padding, name, "padding")):
+            raise NIRError(f"node {name!r}: padded pooling is not supported (whether pads count is not defined)")
+        kernel, stride = _ints(node.kernel_size, name, "kernel_size"), _ints(node.stride, name, "stride")
+        summing = isinstance(node, nir.SumPool2d)  # a sum is an average that divides by 1
+        return nn.AvgPool2d(kernel, stride, divisor_override=1 if summing else None)
+    else:  # Flatten: NIR's dims leave out the batch, torch's count it
+        start, end = (int(d) + 1 if int(d) >= 0 else int(d) for d in (node.start_dim, node.end_dim))
+        return nn.Flatten(start, end)
+    with torch.no_grad():
+        module.weight.copy_(weight)
+        if module.bias is not None:
+            module.bias.copy_(_tensor(node.bias))
+    return module
+
+
+def _fold_gain(name: str, layers: list[nn.Module], gain: float) -> None:
+    """Scale the last weighted layer of a stage by the neuron's input gain: the layers after it are linear."""
+    weighted = [m for m in layers if isinstance(m, (nn.Linear, nn.Conv2d))]
+    if not weighted:
+        raise NIRError(f"node {name!r}: input gain {gain:g} != 1 and no weighted layer before it to fold it into")
+    with torch.no_grad():
+        for parameter in (weighted[-1].weight, weighted[-1].bias):
+            if parameter is not None:
+                parameter.copy_(parameter.double().mul(gain).float())
+
+
+def from_nir(graph: nir.NIRGraph, dt: float | None = None, readout: str | None = None) -> NIRNet:
+    """A SpikingNet (input `[T, B, *input shape]`) computing what the graph does; NIRError (one line) if it can't.
+    `dt`: seconds per step (default: the graph's metadata, else 1e-4); `readout`: spike_count | membrane (default:
+    membrane when the last neuron is an LI, else the graph's metadata, else spike_count)."""
+    metadata = graph.metadata if isinstance(graph.metadata, dict) else {}
+    dt = float(dt if dt is not None else metadata.get("dt", DT))
+    nodes = chain(graph)
+    stages, neurons, layers = [], [], []
+    (input_node,) = (n for n in graph.nodes.values() if isinstance(n, nir.Input))
+    input_shape = tuple(int(d) for d in np.asarray(input_node.input_type["input"]).reshape(-1))
+    if len(input_shape) == 1:
+        layers.append(nn.Flatten())  # a flat input: the image is read row by row, as torch flattens it
+    for name, node in nodes:
+        if isinstance(node, LAYERS):
+            try:
+                layers.append(layer(name, node))
+            except NIRError:
+                raise
+            except (ValueError, TypeError, RuntimeError) as error:  # torch refusing a parameter, e.g. padding
+                raise NIRError(f"node {name!r}: {str(error).splitlines()[0]}") from None
+            continue
+        if isinstance(node, nir.LI) and name != nodes[-1][0]:
+            raise NIRError(f"node {name!r}: an LI (no spikes) is only supported as the last node, as the readout")
+        module, gain = neuron(name, node, dt)
+        if gain != 1:
+            _fold_gain(name, layers, gain)
+        stages.append(nn.Sequential(*layers))
+        neurons.append(module)
+        layers = []
+    if layers or not stages:
+        raise NIRError("the last node before Output must be a neuron (LIF, IF or LI): the logits are read off it")
+    if isinstance(neurons[-1], LeakyIntegrator):
+        readout = "membrane"
+    readout = readout or str(metadata.get("readout", "spike_count"))
+    if readout not in READOUTS:
+        raise NIRError(f"readout {readout!r} is not one of {', '.join(READOUTS)}")
+    net = NIRNet(stages, neurons, readout).eval()
+    try:  # shapes the graph did not state (no type check) show up here, once
+        with torch.no_grad():
+            net(torch.zeros(1, 1, *input_shape))
+    except RuntimeError as error:
+        raise NIRError(f"the layers' shapes do not fit together ({str(error).splitlines()[0]})") from None
+    return net
+
+
+def _plain(value):
+    """Metadata read back from HDF5 holds numpy scalars and arrays: make them JSON-friendly."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value.tolist() if isinstance(value, (np.ndarray, np.generic)) else value
+
+
+def load_nir(path: str | Path) -> tuple[NIRNet, dict]:
+    """Read a .nir file and build its network; `info`: the file, readout, dt, input shape, node types and the
+    graph's metadata (T, encoder, ... when exported here). NIRError, one line naming the file, on any failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise NIRError(f"{path}: no such NIR file")
+    try:
+        graph = nir.read(path)  # HDF5: data only, and only NIR's own node types are built from it
+    except Exception as error:  # h5py and nir raise many kinds (OSError, KeyError, AssertionError, ValueError, ...)
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise NIRError(f"{path}: not a readable NIR file ({reason})") from None
+    try:
+        net = from_nir(graph)
+    except NIRError as error:
+        raise NIRError(f"{path}: {error}") from None
+    except Exception as error:  # a malformed node the checks above did not foresee: still one line naming the file
+        reason = (str(error).splitlines() or [""])[0]
+        raise NIRError(f"{path}: cannot be built ({type(error).__name__}: {reason})") from None
+    metadata = _plain(graph.metadata if isinstance(graph.metadata, dict) else {})
+    info = {
+        "file": str(path),
+        "readout": net.readout,
+        "dt": float(metadata.get("dt", DT)),
+        "input_shape": [int(d) for d in np.asarray(next(iter(graph.inputs.values())).input_type["input"])],
+        "nodes": [type(node).__name__ for _, node in chain(graph)],
+        "metadata": metadata,
+    }
+    return net, info
