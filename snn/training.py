@@ -160,7 +160,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
     best = checkpoint.best_model_path or None  # none under fast_dev_run: test the final weights
     best_score, epochs = checkpoint.best_model_score, trainer.current_epoch
     if best and best_score is None:  # ddp_spawn: the fit ran in worker processes, which hand back the best path only
-        stored = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        stored = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
         best_score, epochs = stored["callbacks"][checkpoint.state_key]["best_model_score"], stored["epoch"] + 1
     tested = trainer.test(module, datamodule=data, ckpt_path=best, verbose=False, weights_only=True)[0]
     results = {
