@@ -54,5 +54,5 @@ def test_conv_pooling_choice():
     assert pools == [nn.AvgPool2d, nn.AvgPool2d]
     assert avg(torch.rand(2, 3, 1, 28, 28)).shape == (3, 10)
     assert any(isinstance(m, nn.MaxPool2d) for m in CNN(channels=[4], hidden_size=8).modules())  # the default
-    with pytest.raises(ValueError, match="unknown pool 'min'"):
+    with pytest.raises(ValueError, match="pool='min' is not allowed: max, avg"):
         CNN(channels=[4], pool="min")

@@ -126,7 +126,7 @@ def test_surrogate_slope_sharpens():
 
 
 def test_unknown_surrogate_is_rejected():
-    with pytest.raises(ValueError, match="unknown surrogate 'nope'; allowed: atan"):
+    with pytest.raises(ValueError, match="surrogate='nope' is not allowed: atan"):
         LIF(surrogate="nope")
 
 
