@@ -33,6 +33,21 @@ def make_tiny_mnist(root: Path, n_train: int = 96, n_test: int = 32) -> Path:
     return root
 
 
+def train_tiny(run: Path, mnist_root: Path, *overrides: str) -> Path:
+    """A real training run of the composed config on the tiny data, in this process; returns its folder."""
+    from omegaconf import open_dict
+
+    from snn.training import train
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", return_hydra_config=True, overrides=[f"data.root={mnist_root}", *TINY, *overrides])
+    choices = dict(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg.hydra
+    train(cfg, run, choices)
+    return run
+
+
 @pytest.fixture(scope="session")
 def mnist_root(tmp_path_factory) -> Path:
     return make_tiny_mnist(tmp_path_factory.mktemp("data"))

@@ -11,7 +11,7 @@ import torch
 
 from snn.checkpoints import CheckpointError, project_targets, read_checkpoint
 from snn.training import train
-from tests.conftest import ROOT
+from tests.conftest import ROOT, train_tiny
 
 
 class _TouchOnLoad:
@@ -24,17 +24,9 @@ class _TouchOnLoad:
 
 @pytest.fixture(scope="module")
 def genuine(tmp_path_factory, mnist_root):
-    from hydra import compose, initialize_config_dir
-
-    from tests.conftest import CONF, TINY
-
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[f"data.root={mnist_root}", *TINY, "T=2", "model.hidden_sizes=[16]", "trainer.max_epochs=1"],
-        )
-    run = tmp_path_factory.mktemp("run")
-    train(cfg, run, {"model": "snn"})
+    run = train_tiny(
+        tmp_path_factory.mktemp("run"), mnist_root, "T=2", "model.hidden_sizes=[16]", "trainer.max_epochs=1"
+    )
     return run / "checkpoints" / "last.ckpt"
 
 
@@ -52,7 +44,7 @@ def hostile_checkpoints(genuine, folder):
 
 def test_a_checkpoint_written_by_the_current_code_reads(genuine):
     checkpoint = read_checkpoint(genuine)
-    assert checkpoint["run_config"]["choices"] == {"model": "snn"} and "state_dict" in checkpoint
+    assert checkpoint["run_config"]["choices"]["model"] == "snn" and "state_dict" in checkpoint
     assert {"snn.architectures.SpikingMLP", "snn.neurons.LIF", "snn.encoders.RateEncoder"} <= project_targets()
 
 

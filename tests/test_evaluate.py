@@ -8,31 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from omegaconf import open_dict
 from PIL import Image
 
 from snn.digits import load_digit
 from snn.training import train
-from tests.conftest import ROOT
+from tests.conftest import ROOT, train_tiny
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, mnist_root):
-    from hydra import compose, initialize_config_dir
-
-    from tests.conftest import CONF, TINY
-
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(
-            "config",
-            return_hydra_config=True,
-            overrides=[f"data.root={mnist_root}", *TINY, "T=4", "model.hidden_sizes=[32]", "trainer.max_epochs=2"],
-        )
-    choices = dict(cfg.hydra.runtime.choices)
-    with open_dict(cfg):
-        del cfg.hydra
-    run = tmp_path_factory.mktemp("run")
-    train(cfg, run, choices)
+    run = train_tiny(
+        tmp_path_factory.mktemp("run"), mnist_root, "T=4", "model.hidden_sizes=[32]", "trainer.max_epochs=2"
+    )
     return run / "checkpoints" / "best.ckpt"
 
 

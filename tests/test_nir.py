@@ -12,14 +12,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import open_dict
 
 from snn.architectures import MLP, SpikingCNN, SpikingMLP
 from snn.neurons import IF, LIF, PLIF
 from snn.nir_graph import NIRError, to_nir
 from snn.nir_import import from_nir, load_nir
 from snn.spike_stats import SpikeStats
-from tests.conftest import CONF, ROOT, TINY
+from tests.conftest import ROOT, train_tiny
 
 T = 6
 
@@ -216,18 +215,14 @@ def test_unreadable_files_are_named(tmp_path):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, mnist_root):
-    from hydra import compose, initialize_config_dir
-
-    from snn.training import train
-
-    overrides = ["T=3", "model.hidden_sizes=[16]", "trainer.max_epochs=1", "neuron.reset=zero"]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", return_hydra_config=True, overrides=[f"data.root={mnist_root}", *TINY, *overrides])
-    choices = dict(cfg.hydra.runtime.choices)
-    with open_dict(cfg):
-        del cfg.hydra
-    run = tmp_path_factory.mktemp("run")
-    train(cfg, run, choices)
+    run = train_tiny(
+        tmp_path_factory.mktemp("run"),
+        mnist_root,
+        "T=3",
+        "model.hidden_sizes=[16]",
+        "trainer.max_epochs=1",
+        "neuron.reset=zero",
+    )
     return run / "checkpoints" / "best.ckpt"
 
 
