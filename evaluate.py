@@ -43,7 +43,9 @@ def main(cfg: DictConfig) -> None:
             print("\n".join(map(prediction_line, results)))
         else:
             repeats = cfg.repeats or default_repeats(module)
-            tested = evaluate_test_set(module, cfg.data.root, cfg.data.batch_size, out_dir, repeats, cfg.seed)
+            tested = evaluate_test_set(
+                module, cfg.data.root, cfg.data.batch_size, out_dir, repeats, cfg.seed, info["precision"]
+            )
             write_json(out_dir / "metrics.json", {**info, **tested})
             print(test_set_summary({**info, **tested}))
     except (CheckpointError, ConfigError, DataError, ImageError, NIRError) as error:

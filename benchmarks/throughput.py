@@ -1,22 +1,28 @@
-"""Training throughput and activation memory of the 784-1000-10 spiking MLP, side by side.
+"""Training throughput and activation memory of the 784-1000-10 spiking MLP and of the conv SNN, side by side.
 
-    python benchmarks/throughput.py                  # rate and direct input, T=25, batch 128
+    python benchmarks/throughput.py                  # the MLP: rate and direct input, T=25, batch 128
+    python benchmarks/throughput.py --net conv       # the conv SNN of baseline=csnn: direct input, T=4, batch 128
     python benchmarks/throughput.py --device cuda    # the same on a GPU
 
 Compared in one process: this project (fused multi-step LIF, event-driven input products; on CPU in C++, and for
 reference with dense products and with no C++ at all); the usual snnTorch loop (nn.Linear +
 snntorch.Leaky per step); SpikingJelly's multi-step LIFNode (torch backend) when it is installed
 (`pip install -e .[bench]`). All use LIF beta=0.9 (SpikingJelly: tau=10, no input decay), threshold 1,
-subtract reset detached, the atan surrogate, cross-entropy on output spike counts and Adam.
+subtract reset detached, the atan surrogate, cross-entropy on output spike counts and Adam. The conv rows are
+described in `benchmarks/conv_nets.py`.
 """
 
-import argparse
 import os
+
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as `import snn` sets it, before torch: alike for every row
+
+import argparse
 import platform
 import statistics
 import time
 from functools import partial
 
+import conv_nets
 import snntorch
 import torch
 import torch.nn.functional as F
@@ -153,6 +159,27 @@ def gemm_gflops(T, batch, hidden, device) -> float:
     return 2 * T * batch * 784 * hidden * reps / (time.perf_counter() - start) / 1e9
 
 
+def mlp_candidates(hidden):
+    """(input, name, constructor taking T) rows of the MLP table."""
+    rows = [
+        ("rate", "this project", partial(Ours, hidden=hidden, direct=False)),
+        ("rate", "this project, dense products", partial(Ours, hidden=hidden, direct=False, sparse_input="never")),
+        ("rate", "this project, no C++ kernels", partial(OursTensorCode, hidden=hidden, direct=False)),
+        ("rate", "snnTorch loop", partial(SnntorchLoop, hidden=hidden, direct=False)),
+    ]
+    try:
+        import spikingjelly  # noqa: F401
+
+        rows.append(("rate", "SpikingJelly multi-step", partial(SpikingJellyMultiStep, hidden=hidden, direct=False)))
+    except ImportError:
+        print("SpikingJelly is not installed: skipped (pip install -e .[bench])")
+    rows += [
+        ("direct", "this project", partial(Ours, hidden=hidden, direct=True)),
+        ("direct", "snnTorch loop", partial(SnntorchLoop, hidden=hidden, direct=True)),
+    ]
+    return rows
+
+
 def load_batches(args, device):
     root = args.data or os.environ.get("SNN_DATA_DIR")
     n = args.batch * 8
@@ -172,7 +199,8 @@ def load_batches(args, device):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--T", type=int, default=25)
+    parser.add_argument("--net", choices=["mlp", "conv"], default="mlp")
+    parser.add_argument("--T", type=int, help="time steps (default: 25 for the MLP, 4 for the conv net)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--hidden", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per round")
@@ -185,25 +213,18 @@ def main():
     torch.manual_seed(0)
     batches, real = load_batches(args, device)
 
-    candidates = [
-        ("rate", "this project", Ours),
-        ("rate", "this project, dense products", partial(Ours, sparse_input="never")),
-        ("rate", "this project, no C++ kernels", OursTensorCode),
-        ("rate", "snnTorch loop", SnntorchLoop),
-    ]
-    try:
-        import spikingjelly  # noqa: F401
-
-        candidates.append(("rate", "SpikingJelly multi-step", SpikingJellyMultiStep))
-    except ImportError:
-        print("SpikingJelly is not installed: skipped (pip install -e .[bench])")
-    candidates += [("direct", "this project", Ours), ("direct", "snnTorch loop", SnntorchLoop)]
+    if args.net == "conv":
+        args.T = args.T or 4
+        candidates = conv_nets.candidates()
+    else:
+        args.T = args.T or 25
+        candidates = mlp_candidates(args.hidden)
 
     candidates = [c for c in candidates if not args.only or args.only in c[1] or c[1] == "snnTorch loop"]
     trainers, memories, peaks = [], [], []
     for encoding, name, cls in candidates:
         torch.manual_seed(0)
-        model = cls(args.T, args.hidden, encoding == "direct").to(device)
+        model = cls(args.T).to(device)
         kernels.enabled = getattr(model, "kernels", True)
         memories.append(saved_for_backward_mib(model, *batches[0]))
         if device.type == "cuda":
@@ -218,19 +239,15 @@ def main():
         for (encoding, name, _), trainer, memory, peak in zip(candidates, trainers, memories, peaks)
     ]
 
-    gflops = gemm_gflops(args.T, args.batch, args.hidden, device)
-    # Linear layers per sample: forward, weight gradients, and the input gradient of layer 2.
-    flops = 2 * args.T * (784 * args.hidden * 2 + args.hidden * 10 * 3)
-    roofline = gflops * 1e9 / flops
-
     print(
         f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
         f"device {device}{' (' + torch.cuda.get_device_name() + ')' if device.type == 'cuda' else ''}, "
         f"{'MNIST' if real else 'synthetic'} images"
     )
+    net = "conv3x3-BN-LIF x [32,64,128], max-pool, FC 128, FC 10" if args.net == "conv" else f"784-{args.hidden}-10"
     print(
-        f"784-{args.hidden}-10 LIF, T={args.T}, batch {args.batch}, Adam; median of {args.rounds} interleaved "
-        f"rounds of {args.steps} training steps\n"
+        f"{net} LIF, T={args.T}, batch {args.batch}, Adam, {torch.get_num_threads()} threads; median of "
+        f"{args.rounds} interleaved rounds of {args.steps} training steps\n"
     )
     print(
         "| input | implementation | samples/s | vs snnTorch | saved for backward (MiB) |"
@@ -241,9 +258,13 @@ def main():
         base = next(r[2] for r in rows if r[0] == encoding and r[1] == "snnTorch loop")
         line = f"| {encoding} | {name} | {speed:,.0f} | {speed / base:.2f}x | {memory:,.1f} |"
         print(line + (f" {peak:,.0f} |" if peak is not None else ""))
-    print(
-        f"\ndense fp32 GEMM: {gflops:,.0f} GFLOP/s -> roofline for the linear layers alone: {roofline:,.0f} samples/s"
-    )
+    if args.net == "mlp":
+        gflops = gemm_gflops(args.T, args.batch, args.hidden, device)
+        # Linear layers per sample: forward, weight gradients, and the input gradient of layer 2.
+        roofline = gflops * 1e9 / (2 * args.T * (784 * args.hidden * 2 + args.hidden * 10 * 3))
+        print(
+            f"\ndense fp32 GEMM: {gflops:,.0f} GFLOP/s -> roofline for the linear layers alone: {roofline:,.0f} samples/s"
+        )
     ours = {r[0]: r[2] for r in rows if r[1] == "this project"}
     for encoding, name, speed, _, _ in rows:
         if name != "this project" and encoding in ours:

@@ -54,12 +54,19 @@ def load_nir_classifier(path: str | Path, T: int | None, encoder: DictConfig | N
         raise ConfigError(f"{path}: its metadata records no T; give one: T=<time steps>")
     module = Classifier(net, instantiate(OmegaConf.merge(encoder, {"T": T})), {})
     encoder_name = encoder._target_.rsplit(".", 1)[-1].removesuffix("Encoder").lower()
-    return module.eval(), {"model": "nir", "neuron": "from the graph", "encoder": encoder_name, "T": int(T)}
+    described = {
+        "model": "nir",
+        "neuron": "from the graph",
+        "encoder": encoder_name,
+        "T": int(T),
+        "precision": "32-true",
+    }
+    return module.eval(), described
 
 
 def load_model(path: str | Path, T: int | None, encoder: DictConfig | None) -> tuple[Classifier, dict]:
     """A checkpoint of train.py or a .nir graph, and the choices a reader of the evaluation needs (as training's
-    results.json records them: baselines with T=1 and no encoder)."""
+    results.json records them: baselines with T=1 and no encoder; the precision it was trained and tested in)."""
     if str(path).endswith(".nir"):
         module, described = load_nir_classifier(path, T, encoder)
     else:
@@ -67,7 +74,10 @@ def load_model(path: str | Path, T: int | None, encoder: DictConfig | None) -> t
             raise ConfigError("encoder= is for .nir graphs: a checkpoint's encoder comes from its run config")
         module, cfg = load_classifier(path, T)
         described = describe(cfg, module.run_config.get("choices", {}), module.spiking)
-    return module, {"checkpoint": str(path), **{key: described[key] for key in ("model", "neuron", "encoder", "T")}}
+    return module, {
+        "checkpoint": str(path),
+        **{key: described[key] for key in ("model", "neuron", "encoder", "T", "precision")},
+    }
 
 
 def default_repeats(module: Classifier) -> int:
@@ -76,11 +86,14 @@ def default_repeats(module: Classifier) -> int:
     return 5 if getattr(module.encoder, "stochastic", False) else 1
 
 
-def evaluate_test_set(module: Classifier, data_root: str, batch_size: int, out_dir: Path, repeats: int, seed: int):
+def evaluate_test_set(
+    module: Classifier, data_root: str, batch_size: int, out_dir: Path, repeats: int, seed: int, precision="32-true"
+):
     """Lightning's test loop (on a GPU where there is one), `repeats` times with encoder seeds seed, seed+1, ...:
-    metrics as the mean over repeats, test/acc with its sample std, the confusion matrix summed over repeats."""
+    metrics as the mean over repeats, test/acc with its sample std, the confusion matrix summed over repeats.
+    `precision`: Lightning's, as in training (a bf16-mixed run is tested under bf16 autocast there, so here too)."""
     data = MNISTDataModule(root=data_root, batch_size=batch_size)
-    trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_model_summary=False)
+    trainer = pl.Trainer(accelerator="auto", devices=1, precision=precision, logger=False, enable_model_summary=False)
     passes, confusion = [], torch.zeros(10, 10, dtype=torch.long)
     for i in range(repeats):
         torch.manual_seed(seed + i)

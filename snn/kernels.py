@@ -1,5 +1,5 @@
-"""The C++ CPU kernels in `snn/csrc/`: event-driven products for spike inputs (`snn.sparse_input`) and the LIF
-recurrences through time (`snn.neurons`). Compiled on first use and cached by torch (~/.cache/torch_extensions);
+"""The C++ CPU kernels in `snn/csrc/`: event-driven products for spike inputs (`snn.sparse_input`), the LIF
+recurrences through time (`snn.neurons`) and channels-last max-pooling (`snn.pooling`). Compiled on first use and cached by torch (~/.cache/torch_extensions);
 where that is not possible, or with SNN_KERNELS=0 in the environment, the callers run their plain tensor code.
 SNN_KERNELS=require turns a failed build into an error (CI, where a silent fallback would hide broken kernels).
 """
@@ -15,7 +15,9 @@ import torch
 
 mode = os.environ.get("SNN_KERNELS", "1")
 enabled = mode != "0"
-SOURCES = [Path(__file__).with_name("csrc") / name for name in ("bindings.cpp", "sparse_input.cpp", "lif.cpp")]
+SOURCES = [
+    Path(__file__).with_name("csrc") / name for name in ("bindings.cpp", "sparse_input.cpp", "lif.cpp", "pooling.cpp")
+]
 log = logging.getLogger(__name__)
 
 
@@ -32,7 +34,7 @@ def _source_tag() -> str:
     """One cache entry per checkout and source version: torch's build file holds the sources' absolute paths, so two
     checkouts sharing one entry rebuild it in turn (minutes, inside whichever process loads it next)."""
     digest = hashlib.sha1()
-    for source in SOURCES:
+    for source in sorted(SOURCES[0].parent.iterdir()):  # headers too
         digest.update(str(source.resolve()).encode() + source.read_bytes())
     return digest.hexdigest()[:8]
 
@@ -56,11 +58,12 @@ def load():
         return None
 
 
-def usable(*tensors: torch.Tensor) -> bool:
-    """Whether the CPU kernels apply: float32 tensors on the CPU, outside autocast, and the extension built."""
+def usable(*tensors: torch.Tensor, dtypes=(torch.float32,)) -> bool:
+    """Whether the CPU kernels apply: tensors of `dtypes` on the CPU, and the extension built. Kernels for float32 only
+    also stay out of autocast, whose lower precision they would undo."""
     return (
         enabled
-        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
-        and not torch.is_autocast_enabled("cpu")
+        and all(t.device.type == "cpu" and t.dtype in dtypes for t in tensors)
+        and (torch.bfloat16 in dtypes or not torch.is_autocast_enabled("cpu"))
         and load() is not None
     )

@@ -22,10 +22,12 @@ from snn.config import is_number, require
 from snn.surrogates import Surrogate, surrogate_by_name
 
 RESETS = ("subtract", "zero")
+LIF_DTYPES = (torch.float32, torch.bfloat16)  # bf16: currents and spikes under CPU autocast; the membrane stays float
 
 
 def _leaky_loop(current, b: float, threshold: float, zero_reset: bool):
-    membrane, spikes = torch.empty_like(current), torch.empty_like(current)
+    membrane = torch.empty_like(current, dtype=torch.float32)  # bf16 (autocast) would round the sum away
+    spikes = torch.empty_like(membrane)
     membrane[0] = current[0]
     torch.gt(current[0], threshold, out=spikes[0])
     for t in range(1, current.shape[0]):
@@ -36,7 +38,7 @@ def _leaky_loop(current, b: float, threshold: float, zero_reset: bool):
             torch.mul(membrane[t - 1], b, out=membrane[t])
             membrane[t].add_(current[t]).sub_(spikes[t - 1], alpha=threshold)
         torch.gt(membrane[t], threshold, out=spikes[t])
-    return spikes, membrane
+    return spikes.to(current.dtype), membrane
 
 
 def _leaky_loop_backward_(grad, membrane, b: float, threshold: float, zero_reset: bool) -> None:
@@ -48,13 +50,19 @@ def _leaky_loop_backward_(grad, membrane, b: float, threshold: float, zero_reset
             grad[t].add_(grad[t + 1], alpha=b)
 
 
+def _storage_order(x: torch.Tensor) -> list[int]:
+    """Time first, then the other dimensions from the outermost in memory to the innermost."""
+    rest = sorted(range(1, x.dim()), key=lambda d: -x.stride(d))
+    return [0, *rest]
+
+
 class _LeakySequence(torch.autograd.Function):
     """On CPU the time loops run in C++ (`csrc/lif.cpp`), elsewhere as tensor ops per step; same numbers."""
 
     @staticmethod
     def forward(ctx, current, beta, threshold: float, zero_reset: bool, surrogate: Surrogate):
         b, T = float(beta), current.shape[0]
-        if kernels.usable(current):
+        if kernels.usable(current, dtypes=LIF_DTYPES):
             steps = current[:1] if current.stride(0) == 0 else current  # direct input: one step, repeated
             spikes, membrane = kernels.load().lif_forward(steps.reshape(len(steps), -1), T, b, threshold, zero_reset)
             spikes, membrane = spikes.view(current.shape), membrane.view(current.shape)
@@ -64,6 +72,7 @@ class _LeakySequence(torch.autograd.Function):
         ctx.set_materialize_grads(False)  # an output nobody used gets None, not a tensor of zeros to add
         ctx.beta, ctx.threshold, ctx.zero_reset, ctx.surrogate = b, threshold, zero_reset, surrogate
         ctx.beta_needs_grad = isinstance(beta, torch.Tensor) and beta.requires_grad
+        ctx.dtype = current.dtype
         return spikes, membrane
 
     @staticmethod
@@ -71,13 +80,20 @@ class _LeakySequence(torch.autograd.Function):
         (membrane,) = ctx.saved_tensors
         b, threshold, zero_reset = ctx.beta, ctx.threshold, ctx.zero_reset
         # dL/dU[t] = dL/dS[t] * S'(U[t]) + dL/dU[t] (direct) + beta * keep[t] * dL/dU[t+1]
-        if kernels.usable(membrane) and ctx.surrogate.kernel_id is not None:
+        if kernels.usable(membrane, dtypes=LIF_DTYPES) and ctx.surrogate.kernel_id is not None:
             T = len(membrane)
             flat = [None if g is None else g.reshape(T, -1) for g in (grad_spikes, grad_membrane)]
             grad = (
                 kernels.load()
                 .lif_backward(
-                    *flat, membrane.view(T, -1), b, threshold, zero_reset, ctx.surrogate.kernel_id, ctx.surrogate.slope
+                    *flat,
+                    membrane.view(T, -1),
+                    b,
+                    threshold,
+                    zero_reset,
+                    ctx.surrogate.kernel_id,
+                    ctx.surrogate.slope,
+                    ctx.dtype,
                 )
                 .view(membrane.shape)
             )
@@ -93,7 +109,7 @@ class _LeakySequence(torch.autograd.Function):
         if ctx.beta_needs_grad:
             previous = membrane[:-1] * (membrane[:-1] <= threshold) if zero_reset else membrane[:-1]
             grad_beta = (grad[1:] * previous).sum().reshape(())
-        return grad, grad_beta, None, None, None
+        return grad.to(ctx.dtype), grad_beta, None, None, None
 
 
 class LIF(nn.Module):
@@ -120,8 +136,14 @@ class LIF(nn.Module):
         return self._beta
 
     def run(self, current: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (spikes, membrane), both `[T, B, ...]`."""
-        return _LeakySequence.apply(current, self.beta, self.threshold, self.reset == "zero", self.surrogate)
+        """Returns (spikes, membrane), both `[T, B, ...]` and laid out in memory as `current` is (channels-last
+        stays channels-last: the neuron is elementwise, so it runs on the storage order and copies nothing)."""
+        order = _storage_order(current)
+        spikes, membrane = _LeakySequence.apply(
+            current.permute(order), self.beta, self.threshold, self.reset == "zero", self.surrogate
+        )
+        back = sorted(range(len(order)), key=order.__getitem__)
+        return spikes.permute(back), membrane.permute(back)
 
     def forward(self, current: torch.Tensor) -> torch.Tensor:
         return self.run(current)[0]

@@ -43,7 +43,7 @@ def count_accumulates(layers: nn.Module, x: torch.Tensor) -> float:
         if isinstance(layer, nn.Conv2d):
             ones = torch.ones(1, *layer.weight.shape[1:], device=x.device)
             reached = F.conv2d((x != 0).float(), ones, stride=layer.stride, padding=layer.padding)
-            return float(reached.sum()) * layer.out_channels
+            return float(reached.sum(dtype=torch.float64)) * layer.out_channels
         if not isinstance(layer, nn.BatchNorm2d):  # BN folds into the weights: no operations of its own
             x = layer(x)
     raise ValueError(f"no Linear or Conv2d in {layers}")
@@ -85,6 +85,10 @@ class SpikeStats:
 
     @torch.no_grad()
     def update(self, trace: Trace) -> None:
+        with torch.autocast(trace.inputs.device.type, enabled=False):  # counts in bf16 would be rounded
+            self._update(trace)
+
+    def _update(self, trace: Trace) -> None:
         if self.dense_macs is None:
             self.dense_macs = self._dense_macs(trace.inputs)
         if not self.spiking:
@@ -104,7 +108,7 @@ class SpikeStats:
             self.layer_steps = [0] * len(trace.spikes)
             self.neuron_rates = [torch.zeros(s[0, 0].numel()) for s in trace.spikes]
         for i, spikes in enumerate(trace.spikes):
-            self.layer_spikes[i] += float(spikes.sum())
+            self.layer_spikes[i] += float(spikes.sum(dtype=torch.float64))  # exact counts, bf16 spikes too
             self.layer_steps[i] += spikes.numel()
             self.neuron_rates[i] += spikes.float().mean(0).flatten(1).sum(0).cpu()
 

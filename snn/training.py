@@ -21,6 +21,7 @@ from snn.checkpoints import CheckpointError, read_checkpoint
 from snn.classifier import Classifier
 from snn.config import ConfigError, rank
 
+log = logging.getLogger(__name__)
 # In-memory tensors need no loader workers; Lightning's advice to add some does not apply.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 # Noise on every run: torch 2.14 deprecates a class Lightning still uses, and Lightning advertises its cloud services.
@@ -44,14 +45,15 @@ HPARAM_METRICS = (
 # The keys describe() returns, in its order (tests/test_report.py keeps the two in step): snn.report treats runs
 # that agree on all of them but the seed as repeats of one configuration.
 COMPARABLE_KEYS = (
-    "model", "baseline", "neuron", "encoder", "T", "hidden_sizes", "channels", "readout", "beta", "threshold",
-    "surrogate", "optimizer", "lr", "weight_decay", "schedule", "batch_size", "max_epochs", "seed",
+    "model", "baseline", "neuron", "encoder", "T", "hidden_sizes", "channels", "pool", "readout", "beta", "threshold",
+    "reset", "surrogate", "optimizer", "lr", "weight_decay", "schedule", "batch_size", "augmentation", "precision",
+    "max_epochs", "seed",
 )  # fmt: skip
 
 
 def describe(cfg: DictConfig, choices: dict, spiking: bool) -> dict:
     """The run's comparable choices (TensorBoard HParams, results.json). Baselines record T=1 and no encoder."""
-    neuron = cfg.neuron
+    neuron, data = cfg.neuron, cfg.data
     return {
         "model": choices.get("model", "?"),
         "baseline": choices.get("baseline") or "none",
@@ -60,15 +62,19 @@ def describe(cfg: DictConfig, choices: dict, spiking: bool) -> dict:
         "T": cfg.T if spiking else 1,
         "hidden_sizes": str(list(cfg.model.get("hidden_sizes", [cfg.model.get("hidden_size", 0)]))),
         "channels": str(list(cfg.model.get("channels", []))),
+        "pool": cfg.model.get("pool", "none"),
         "readout": cfg.model.get("readout", "logits"),
         "beta": float(neuron.get("beta", 1.0)) if spiking else 0.0,
         "threshold": float(neuron.threshold) if spiking else 0.0,
+        "reset": neuron.reset if spiking else "none",
         "surrogate": neuron.surrogate if spiking else "none",
         "optimizer": cfg.optimizer.name,
         "lr": float(cfg.optimizer.lr),
         "weight_decay": float(cfg.optimizer.weight_decay),
         "schedule": cfg.optimizer.schedule,
         "batch_size": cfg.data.batch_size,
+        "augmentation": ", ".join(f"{name} {data.get('max_' + name, 0)}" for name in ("shift", "rotation", "scale")),
+        "precision": str(cfg.trainer.get("precision", "32-true")),
         "max_epochs": cfg.trainer.get("max_epochs") or 0,
         "seed": cfg.seed,
     }
@@ -153,6 +159,9 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
     # copies only the checkpoints it writes, i.e. best.ckpt when val/acc improved.)
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False)
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=[checkpoint, last])
+    cpu = trainer.strategy.root_device.type == "cpu"
+    if "bf16" in str(trainer.precision) and cpu and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        log.warning("trainer.precision=%s: this CPU has no bf16 instructions, 32-true is faster", trainer.precision)
     if writes:
         _log_hparams(logger, params)  # other ranks have no file writer (their logger's experiment is a dummy)
     trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)

@@ -42,3 +42,18 @@ def test_throughput_benchmark_smoke():
         ("direct", "snnTorch loop"),
     } <= names
     assert "roofline" in result.stdout
+
+
+@pytest.mark.slow
+def test_conv_throughput_benchmark_smoke():
+    env = {k: v for k, v in os.environ.items() if k != "SNN_DATA_DIR"}
+    env["PYTHONPATH"] = str(ROOT)
+    command = [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--net", "conv", "--batch", "8"]
+    result = subprocess.run(
+        [*command, "--steps", "1", "--rounds", "2"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| direct")]
+    names = {row.split("|")[2].strip() for row in rows}
+    assert {"this project", "this project, bf16 autocast", "snnTorch loop"} <= names
+    assert "T=4" in result.stdout

@@ -16,7 +16,7 @@ def backend(request, monkeypatch):
         if kernels.load() is None:
             pytest.skip("the C++ kernels could not be built here")
     else:
-        monkeypatch.setattr(kernels, "usable", lambda *tensors: False)
+        monkeypatch.setattr(kernels, "usable", lambda *tensors, **kinds: False)
     return request.param
 
 
@@ -84,7 +84,7 @@ def test_kernel_and_tensor_loops_agree_bit_for_bit(monkeypatch, reset):
     current = (torch.randn(25, 64, 300) * 0.6 + 0.25).requires_grad_()
     lif = LIF(0.9, 1.0, reset)
     fast = _grads(lif.run, current)
-    monkeypatch.setattr(kernels, "usable", lambda *tensors: False)
+    monkeypatch.setattr(kernels, "usable", lambda *tensors, **kinds: False)
     slow = _grads(lif.run, current)
     assert torch.equal(fast[0], slow[0]) and torch.equal(fast[1], slow[1])
     torch.testing.assert_close(fast[2][0], slow[2][0], rtol=1e-5, atol=1e-5)  # torch may fuse multiply-adds

@@ -10,7 +10,11 @@ std::vector<torch::Tensor> lif_forward(const torch::Tensor& current, int64_t T, 
                                        bool zero_reset);
 torch::Tensor lif_backward(const c10::optional<torch::Tensor>& grad_spikes,
                            const c10::optional<torch::Tensor>& grad_membrane, const torch::Tensor& membrane,
-                           double beta, double threshold, bool zero_reset, int64_t surrogate, double slope);
+                           double beta, double threshold, bool zero_reset, int64_t surrogate, double slope,
+                           c10::ScalarType dtype);
+
+std::vector<torch::Tensor> max_pool2x2_forward(const torch::Tensor& x);
+torch::Tensor max_pool2x2_backward(const torch::Tensor& grad, const torch::Tensor& index, int64_t H, int64_t W);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("to_csr", &to_csr, "the non-zeros of a 2-D float tensor, row by row");
@@ -18,4 +22,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("sparse_mm", &sparse_mm, "sparse (CSR) times dense, plus an optional broadcast start row");
   m.def("lif_forward", &lif_forward, "LIF spikes and membrane over all time steps");
   m.def("lif_backward", &lif_backward, "the LIF gradient with respect to its input current, through time");
+  m.def("max_pool2x2_forward", &max_pool2x2_forward, "2x2 max-pooling of [N, H, W, C], with a one-byte index");
+  m.def("max_pool2x2_backward", &max_pool2x2_backward, "its input gradient");
 }

@@ -3,6 +3,8 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include "bf16.h"
+
 constexpr int64_t kGrain = 4096;  // neurons per task
 constexpr int64_t kBlock = 512;   // neurons taken through all time steps at once: their rows stay in L1
 
@@ -14,34 +16,48 @@ static void for_neuron_blocks(int64_t E, const F& body) {
   });
 }
 
-// current [T or 1, E] (1: the same input at every step) -> spikes, membrane [T, E]
+// current [T or 1, E] (1: the same input at every step) -> spikes [T, E] (current's type), membrane [T, E] (float).
+// scalar_t: float, or Bf16 under autocast (the membrane stays float: bf16 would round the sum away).
+template <typename scalar_t>
+static void forward_through_time(const scalar_t* I, float* U, scalar_t* S, int64_t T, int64_t E, int64_t step, float b,
+                                 float th, bool zero_reset, int64_t begin, int64_t end) {
+  const scalar_t one = from_float<scalar_t>(1.0f), zero = from_float<scalar_t>(0.0f);
+  for (int64_t e = begin; e < end; ++e) {
+    U[e] = to_float(I[e]);
+    S[e] = U[e] > th ? one : zero;
+  }
+  for (int64_t t = 1; t < T; ++t) {
+    const scalar_t *i = I + t * step, *s0 = S + (t - 1) * E;
+    const float* u0 = U + (t - 1) * E;
+    float* u = U + t * E;
+    scalar_t* s = S + t * E;
+    if (zero_reset) {
+#pragma omp simd
+      for (int64_t e = begin; e < end; ++e) u[e] = u0[e] * (1.0f - to_float(s0[e])) * b + to_float(i[e]);
+    } else {
+#pragma omp simd
+      for (int64_t e = begin; e < end; ++e) u[e] = u0[e] * b + to_float(i[e]) - th * to_float(s0[e]);
+    }
+#pragma omp simd
+    for (int64_t e = begin; e < end; ++e) s[e] = u[e] > th ? one : zero;
+  }
+}
+
 std::vector<torch::Tensor> lif_forward(const torch::Tensor& current_in, int64_t T, double beta, double threshold,
                                        bool zero_reset) {
   auto current = current_in.contiguous();
   const int64_t E = current.size(1), step = current.size(0) == 1 ? 0 : E;
-  auto spikes = torch::empty({T, E}, torch::kFloat32), membrane = torch::empty({T, E}, torch::kFloat32);
-  const float* I = current.data_ptr<float>();
+  auto spikes = torch::empty({T, E}, current.options());
+  auto membrane = torch::empty({T, E}, current.options().dtype(torch::kFloat32));
   float* U = membrane.data_ptr<float>();
-  float* S = spikes.data_ptr<float>();
   const float b = static_cast<float>(beta), th = static_cast<float>(threshold);
   for_neuron_blocks(E, [&](int64_t begin, int64_t end) {
-    for (int64_t e = begin; e < end; ++e) {
-      U[e] = I[e];
-      S[e] = U[e] > th ? 1.0f : 0.0f;
-    }
-    for (int64_t t = 1; t < T; ++t) {
-      const float *i = I + t * step, *u0 = U + (t - 1) * E, *s0 = S + (t - 1) * E;
-      float *u = U + t * E, *s = S + t * E;
-      if (zero_reset) {
-#pragma omp simd
-        for (int64_t e = begin; e < end; ++e) u[e] = u0[e] * (1.0f - s0[e]) * b + i[e];
-      } else {
-#pragma omp simd
-        for (int64_t e = begin; e < end; ++e) u[e] = u0[e] * b + i[e] - th * s0[e];
-      }
-#pragma omp simd
-      for (int64_t e = begin; e < end; ++e) s[e] = u[e] > th ? 1.0f : 0.0f;
-    }
+    if (current.scalar_type() == torch::kBFloat16)
+      forward_through_time(static_cast<const Bf16*>(current.data_ptr()), U, static_cast<Bf16*>(spikes.data_ptr()), T, E, step, b, th,
+                           zero_reset, begin, end);
+    else
+      forward_through_time(current.data_ptr<float>(), U, spikes.data_ptr<float>(), T, E, step, b, th, zero_reset,
+                           begin, end);
   });
   return {spikes, membrane};
 }
@@ -68,39 +84,38 @@ static inline float surrogate_derivative(float x, float slope) {
 }
 
 // dL/dU[t] = dL/dS[t] * S'(U[t] - threshold) + dL/dU[t] (direct) + beta * keep[t] * dL/dU[t+1],
-// keep = 1 (subtract reset) or "did not fire" (zero reset); one pass backwards through time.
-template <int64_t kind>
-static void backward_through_time(float* G, const float* GS, const float* GM, const float* U, int64_t T, int64_t E,
-                                  float b, float th, float slope, bool zero_reset, int64_t begin, int64_t end) {
+// keep = 1 (subtract reset) or "did not fire" (zero reset); one pass backwards through time. The running gradient is
+// carried in float (`carry`) whatever the gradients' type, so that bf16 rounds each output once, not T times.
+template <int64_t kind, typename scalar_t>
+static void backward_through_time(scalar_t* G, const scalar_t* GS, const float* GM, const float* U, int64_t T,
+                                  int64_t E, float b, float th, float slope, bool zero_reset, int64_t begin,
+                                  int64_t end) {
+  float carry[kBlock];
+  const int64_t n = end - begin;
   for (int64_t t = T - 1; t >= 0; --t) {
-    float* g = G + t * E;
-    const float* u = U + t * E;
-    const float* gs = GS ? GS + t * E : nullptr;
-    const float* gm = GM ? GM + t * E : nullptr;
-    const float* g1 = t + 1 < T ? G + (t + 1) * E : nullptr;
+    scalar_t* g = G + t * E + begin;
+    const float* u = U + t * E + begin;
+    const scalar_t* gs = GS ? GS + t * E + begin : nullptr;
+    const float* gm = GM ? GM + t * E + begin : nullptr;
+    const bool later = t + 1 < T;
 #pragma omp simd
-    for (int64_t e = begin; e < end; ++e) {
-      float d = gs ? surrogate_derivative<kind>(u[e] - th, slope) * gs[e] : 0.0f;
+    for (int64_t e = 0; e < n; ++e) {
+      float d = gs ? surrogate_derivative<kind>(u[e] - th, slope) * to_float(gs[e]) : 0.0f;
       if (gm) d += gm[e];
-      if (g1) d += b * (zero_reset ? g1[e] * (u[e] > th ? 0.0f : 1.0f) : g1[e]);
-      g[e] = d;
+      if (later) d += b * (zero_reset ? carry[e] * (u[e] > th ? 0.0f : 1.0f) : carry[e]);
+      carry[e] = d;
+      g[e] = from_float<scalar_t>(d);
     }
   }
 }
 
-torch::Tensor lif_backward(const c10::optional<torch::Tensor>& grad_spikes, const c10::optional<torch::Tensor>& grad_membrane,
-                           const torch::Tensor& membrane_in, double beta, double threshold, bool zero_reset,
-                           int64_t surrogate, double slope) {
-  auto membrane = membrane_in.contiguous();
-  const int64_t T = membrane.size(0), E = membrane.size(1);
-  auto gs = grad_spikes.has_value() ? grad_spikes->contiguous() : torch::Tensor();
-  auto gm = grad_membrane.has_value() ? grad_membrane->contiguous() : torch::Tensor();
-  auto grad = torch::empty({T, E}, torch::kFloat32);
-  float* G = grad.data_ptr<float>();
-  const float* GS = gs.defined() ? gs.data_ptr<float>() : nullptr;
+template <typename scalar_t>
+static void backward_blocks(torch::Tensor& grad, const torch::Tensor& gs, const torch::Tensor& gm, const float* U,
+                            float b, float th, float k, bool zero_reset, int64_t surrogate) {
+  const int64_t T = grad.size(0), E = grad.size(1);
+  scalar_t* G = static_cast<scalar_t*>(grad.data_ptr());
+  const scalar_t* GS = gs.defined() ? static_cast<const scalar_t*>(gs.data_ptr()) : nullptr;
   const float* GM = gm.defined() ? gm.data_ptr<float>() : nullptr;
-  const float* U = membrane.data_ptr<float>();
-  const float b = static_cast<float>(beta), th = static_cast<float>(threshold), k = static_cast<float>(slope);
   for_neuron_blocks(E, [&](int64_t begin, int64_t end) {
     switch (surrogate) {
       case kATan: backward_through_time<kATan>(G, GS, GM, U, T, E, b, th, k, zero_reset, begin, end); break;
@@ -110,5 +125,22 @@ torch::Tensor lif_backward(const c10::optional<torch::Tensor>& grad_spikes, cons
       default: backward_through_time<kStraightThrough>(G, GS, GM, U, T, E, b, th, k, zero_reset, begin, end);
     }
   });
+}
+
+// grad_spikes and the result in `dtype` (the current's: float or BFloat16); membrane and grad_membrane in float.
+torch::Tensor lif_backward(const c10::optional<torch::Tensor>& grad_spikes, const c10::optional<torch::Tensor>& grad_membrane,
+                           const torch::Tensor& membrane_in, double beta, double threshold, bool zero_reset,
+                           int64_t surrogate, double slope, c10::ScalarType dtype) {
+  auto membrane = membrane_in.contiguous();
+  const int64_t T = membrane.size(0), E = membrane.size(1);
+  auto gs = grad_spikes.has_value() ? grad_spikes->to(dtype).contiguous() : torch::Tensor();
+  auto gm = grad_membrane.has_value() ? grad_membrane->to(torch::kFloat32).contiguous() : torch::Tensor();
+  auto grad = torch::empty({T, E}, membrane.options().dtype(dtype));
+  const float b = static_cast<float>(beta), th = static_cast<float>(threshold), k = static_cast<float>(slope);
+  const float* U = membrane.data_ptr<float>();
+  if (dtype == torch::kBFloat16)
+    backward_blocks<Bf16>(grad, gs, gm, U, b, th, k, zero_reset, surrogate);
+  else
+    backward_blocks<float>(grad, gs, gm, U, b, th, k, zero_reset, surrogate);
   return grad;
 }
