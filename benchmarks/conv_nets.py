@@ -72,6 +72,14 @@ class SnntorchConvLoop(nn.Module):
         return total / self.T
 
 
+class SnntorchConvLoopBf16(SnntorchConvLoop):
+    """The same loop under bf16 autocast (snnTorch's Leaky then works on bf16 currents): what bf16 alone gives."""
+
+    def forward(self, images):
+        with torch.autocast(images.device.type, torch.bfloat16):
+            return super().forward(images)
+
+
 class SpikingJellyConvMultiStep(nn.Module):
     """SpikingJelly's multi-step mode (torch backend): stateless layers on [T*B, ...], LIFNode over [T, B, ...]; the
     first conv-BN runs once on the static image and is repeated over time, as in SpikingJelly's own conv examples."""
@@ -120,6 +128,7 @@ def candidates():
         ("direct", "this project, dense products", partial(OursConv, sparse_input="never")),
         ("direct", "this project, no C++ kernels", OursConvTensorCode),
         ("direct", "snnTorch loop", SnntorchConvLoop),
+        ("direct", "snnTorch loop, bf16 autocast", SnntorchConvLoopBf16),
     ]
     try:
         import spikingjelly  # noqa: F401

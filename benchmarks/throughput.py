@@ -145,6 +145,21 @@ class Trainer:
         return statistics.median(self.rates[1:])  # the first entry is the warm-up
 
 
+def print_profile(title: str, trainer: Trainer, steps: int) -> None:
+    """Where one training step's time goes: operations by their own time (children excluded), per step."""
+    from torch.profiler import profile
+
+    with profile() as prof:
+        trainer.run(steps)
+    trainer.rates.pop()  # not a timing round: the profiler slows it down
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    print(f"\n{title}: {total / steps / 1e3:.1f} ms of operator time per step (profiled)\n")
+    print("| operation | ms per step | share |\n|---|---:|---:|")
+    for e in events[:12]:
+        print(f"| {e.key} | {e.self_cpu_time_total / steps / 1e3:.1f} | {e.self_cpu_time_total / total:.0%} |")
+
+
 def gemm_gflops(T, batch, hidden, device) -> float:
     a, b = torch.randn(T * batch, 784, device=device), torch.randn(784, hidden, device=device)
     for _ in range(3):
@@ -208,6 +223,7 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data", help="MNIST root (default: $SNN_DATA_DIR, else synthetic images)")
     parser.add_argument("--only", help="run only the implementations whose name contains this text")
+    parser.add_argument("--profile", action="store_true", help="then print torch.profiler's top operations per row")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -269,6 +285,9 @@ def main():
     for encoding, name, speed, _, _ in rows:
         if name != "this project" and encoding in ours:
             print(f"{encoding}: this project / {name} = {ours[encoding] / speed:.2f}x")
+    if args.profile:
+        for (encoding, name, _), trainer in zip(candidates, trainers):
+            print_profile(f"{encoding}, {name}", trainer, args.steps)
 
 
 if __name__ == "__main__":
