@@ -43,6 +43,7 @@ def main(cfg: DictConfig) -> None:
             print("\n".join(map(prediction_line, results)))
         else:
             repeats = cfg.repeats or default_repeats(module)
+            info["precision"] = cfg.precision or info["precision"]
             tested = evaluate_test_set(
                 module, cfg.data.root, cfg.data.batch_size, out_dir, repeats, cfg.seed, info["precision"]
             )

@@ -84,6 +84,24 @@ def test_evaluation_repeats_training_s_test_loop(tmp_path, mnist_root, compose_c
 
 
 @pytest.mark.slow
+def test_a_bf16_run_is_tested_in_its_precision_unless_told(tmp_path, mnist_root, compose_cfg):
+    """A bf16-mixed run: evaluate.py repeats training's bf16 test exactly; precision=32-true overrides it."""
+    overrides = ("baseline=csnn", "model.channels=[4,8]", "model.hidden_size=16", "trainer.max_epochs=1")
+    results = train(compose_cfg(*overrides), tmp_path / "run", {"model": "csnn", "encoder": "direct"})
+    assert results["precision"] == "bf16-mixed"
+    runs = [
+        evaluate(f"ckpt={results['best_checkpoint']}", *extra, cwd=tmp_path, data_root=mnist_root)
+        for extra in ([], ["precision=32-true"])
+    ]
+    assert all(run.returncode == 0 for run in runs), runs[0].stderr[-2000:] + runs[1].stderr[-2000:]
+    evaluations = sorted((Path(results["run_dir"]) / "eval").iterdir())
+    as_trained, in_float = (json.loads((folder / "metrics.json").read_text()) for folder in evaluations)
+    assert (as_trained["precision"], in_float["precision"]) == ("bf16-mixed", "32-true")
+    assert as_trained["test/loss"] == pytest.approx(results["test/loss"], rel=1e-6)
+    assert in_float["test/loss"] != as_trained["test/loss"]  # float32 logits differ from bf16 ones in the last bits
+
+
+@pytest.mark.slow
 def test_a_checkpoint_outside_a_run_is_evaluated_into_outputs_eval(checkpoint, mnist_root, tmp_path):
     copy = tmp_path / "model.ckpt"
     copy.write_bytes(checkpoint.read_bytes())
