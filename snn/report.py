@@ -85,7 +85,12 @@ def grouped_markdown(configurations: list[Configuration]) -> str:
     for c in configurations:
         accuracy = c.test_acc
         rows.append(
-            [*(c.key[k] for k in keys), accuracy.n, percent_with_spread(accuracy), percent_interval(accuracy.ci)]
+            [
+                *(formatted(c.key[k], "{}") for k in keys),
+                accuracy.n,
+                percent_with_spread(accuracy),
+                percent_interval(accuracy.ci),
+            ]
             + [formatted(mean_or_none(c.values("val/acc_best")), "{:.2%}")]
             + [formatted(mean_or_none(c.values(key)), fmt) for _, key, fmt in METRICS]
         )
