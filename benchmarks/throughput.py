@@ -278,9 +278,8 @@ def main():
         gflops = gemm_gflops(args.T, args.batch, args.hidden, device)
         # Linear layers per sample: forward, weight gradients, and the input gradient of layer 2.
         roofline = gflops * 1e9 / (2 * args.T * (784 * args.hidden * 2 + args.hidden * 10 * 3))
-        print(
-            f"\ndense fp32 GEMM: {gflops:,.0f} GFLOP/s -> roofline for the linear layers alone: {roofline:,.0f} samples/s"
-        )
+        print(f"\ndense fp32 GEMM: {gflops:,.0f} GFLOP/s -> roofline for the linear layers alone: ", end="")
+        print(f"{roofline:,.0f} samples/s")
     ours = {r[0]: r[2] for r in rows if r[1] == "this project"}
     for encoding, name, speed, _, _ in rows:
         if name != "this project" and encoding in ours:

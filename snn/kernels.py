@@ -1,7 +1,8 @@
 """The C++ CPU kernels in `snn/csrc/`: event-driven products for spike inputs (`snn.sparse_input`), the LIF
-recurrences through time (`snn.neurons`) and channels-last max-pooling (`snn.pooling`). Compiled on first use and cached by torch (~/.cache/torch_extensions);
-where that is not possible, or with SNN_KERNELS=0 in the environment, the callers run their plain tensor code.
-SNN_KERNELS=require turns a failed build into an error (CI, where a silent fallback would hide broken kernels).
+recurrences through time (`snn.neurons`) and channels-last max-pooling (`snn.pooling`). Compiled on first use and
+cached by torch (~/.cache/torch_extensions); where that is not possible, or with SNN_KERNELS=0 in the environment,
+the callers run their plain tensor code. SNN_KERNELS=require turns a failed build into an error (CI, where a silent
+fallback would hide broken kernels).
 """
 
 import functools
@@ -18,6 +19,7 @@ enabled = mode != "0"
 SOURCES = [
     Path(__file__).with_name("csrc") / name for name in ("bindings.cpp", "sparse_input.cpp", "lif.cpp", "pooling.cpp")
 ]
+FLOAT_OR_BF16 = (torch.float32, torch.bfloat16)  # what the LIF and pooling kernels take (bf16: under autocast)
 log = logging.getLogger(__name__)
 
 

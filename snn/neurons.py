@@ -22,7 +22,6 @@ from snn.config import is_number, require
 from snn.surrogates import Surrogate, surrogate_by_name
 
 RESETS = ("subtract", "zero")
-LIF_DTYPES = (torch.float32, torch.bfloat16)  # bf16: currents and spikes under CPU autocast; the membrane stays float
 
 
 def _leaky_loop(current, b: float, threshold: float, zero_reset: bool):
@@ -62,7 +61,7 @@ class _LeakySequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, current, beta, threshold: float, zero_reset: bool, surrogate: Surrogate):
         b, T = float(beta), current.shape[0]
-        if kernels.usable(current, dtypes=LIF_DTYPES):
+        if kernels.usable(current, dtypes=kernels.FLOAT_OR_BF16):
             steps = current[:1] if current.stride(0) == 0 else current  # direct input: one step, repeated
             spikes, membrane = kernels.load().lif_forward(steps.reshape(len(steps), -1), T, b, threshold, zero_reset)
             spikes, membrane = spikes.view(current.shape), membrane.view(current.shape)
@@ -80,7 +79,7 @@ class _LeakySequence(torch.autograd.Function):
         (membrane,) = ctx.saved_tensors
         b, threshold, zero_reset = ctx.beta, ctx.threshold, ctx.zero_reset
         # dL/dU[t] = dL/dS[t] * S'(U[t]) + dL/dU[t] (direct) + beta * keep[t] * dL/dU[t+1]
-        if kernels.usable(membrane, dtypes=LIF_DTYPES) and ctx.surrogate.kernel_id is not None:
+        if kernels.usable(membrane, dtypes=kernels.FLOAT_OR_BF16) and ctx.surrogate.kernel_id is not None:
             T = len(membrane)
             flat = [None if g is None else g.reshape(T, -1) for g in (grad_spikes, grad_membrane)]
             grad = (

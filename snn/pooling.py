@@ -35,6 +35,6 @@ class MaxPool2d(nn.MaxPool2d):
             self.kernel_size == 2
             and x.dim() == 4
             and x.is_contiguous(memory_format=torch.channels_last)
-            and kernels.usable(x, dtypes=(torch.float32, torch.bfloat16))
+            and kernels.usable(x, dtypes=kernels.FLOAT_OR_BF16)
         )
         return _MaxPool2x2.apply(x) if fast else super().forward(x)

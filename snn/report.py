@@ -201,8 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     save(accuracy_vs_T_figure(configurations), out / "accuracy_vs_T.png")
     save(val_curves_figure(configurations), out / "val_acc_per_epoch.png")
     written += ["accuracy_vs_T.png", "val_acc_per_epoch.png"]
-    counts = f"{len(runs)} run{'s' * (len(runs) != 1)}, {len(configurations)} configuration{'s' * (len(configurations) != 1)}"
-    print(f"{counts} -> {out}: {', '.join(written)}")
+    run_count = f"{len(runs)} run" + "s" * (len(runs) != 1)
+    configuration_count = f"{len(configurations)} configuration" + "s" * (len(configurations) != 1)
+    print(f"{run_count}, {configuration_count} -> {out}: {', '.join(written)}")
     return 0
 
 

@@ -72,7 +72,7 @@ def describe(cfg: DictConfig, choices: dict, spiking: bool) -> dict:
         "lr": float(cfg.optimizer.lr),
         "weight_decay": float(cfg.optimizer.weight_decay),
         "schedule": cfg.optimizer.schedule,
-        "batch_size": cfg.data.batch_size,
+        "batch_size": data.batch_size,
         "augmentation": ", ".join(f"{name} {data.get('max_' + name, 0)}" for name in ("shift", "rotation", "scale")),
         "precision": str(cfg.trainer.get("precision", "32-true")),
         "max_epochs": cfg.trainer.get("max_epochs") or 0,

@@ -53,8 +53,8 @@ std::vector<torch::Tensor> lif_forward(const torch::Tensor& current_in, int64_t 
   const float b = static_cast<float>(beta), th = static_cast<float>(threshold);
   for_neuron_blocks(E, [&](int64_t begin, int64_t end) {
     if (current.scalar_type() == torch::kBFloat16)
-      forward_through_time(static_cast<const Bf16*>(current.data_ptr()), U, static_cast<Bf16*>(spikes.data_ptr()), T, E, step, b, th,
-                           zero_reset, begin, end);
+      forward_through_time(static_cast<const Bf16*>(current.data_ptr()), U, static_cast<Bf16*>(spikes.data_ptr()), T,
+                           E, step, b, th, zero_reset, begin, end);
     else
       forward_through_time(current.data_ptr<float>(), U, spikes.data_ptr<float>(), T, E, step, b, th, zero_reset,
                            begin, end);

@@ -88,8 +88,8 @@ torch::Tensor max_pool2x2_backward(const torch::Tensor& grad_in, const torch::Te
   const int64_t N = grad.size(0), C = grad.size(3);
   auto gx = torch::empty({N, H, W, C}, grad.options());
   if (grad.scalar_type() == torch::kBFloat16)
-    pool_backward(static_cast<const Bf16*>(grad.data_ptr()), index.data_ptr<uint8_t>(), static_cast<Bf16*>(gx.data_ptr()),
-                  N, H, W, C);
+    pool_backward(static_cast<const Bf16*>(grad.data_ptr()), index.data_ptr<uint8_t>(),
+                  static_cast<Bf16*>(gx.data_ptr()), N, H, W, C);
   else
     pool_backward(grad.data_ptr<float>(), index.data_ptr<uint8_t>(), gx.data_ptr<float>(), N, H, W, C);
   return gx;
