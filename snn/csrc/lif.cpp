@@ -51,13 +51,13 @@ std::vector<torch::Tensor> lif_forward(const torch::Tensor& current_in, int64_t 
   auto membrane = torch::empty({T, E}, current.options().dtype(torch::kFloat32));
   float* U = membrane.data_ptr<float>();
   const float b = static_cast<float>(beta), th = static_cast<float>(threshold);
-  for_neuron_blocks(E, [&](int64_t begin, int64_t end) {
-    if (current.scalar_type() == torch::kBFloat16)
-      forward_through_time(static_cast<const Bf16*>(current.data_ptr()), U, static_cast<Bf16*>(spikes.data_ptr()), T,
-                           E, step, b, th, zero_reset, begin, end);
-    else
-      forward_through_time(current.data_ptr<float>(), U, spikes.data_ptr<float>(), T, E, step, b, th, zero_reset,
-                           begin, end);
+  with_element_type(current.scalar_type(), [&](auto zero) {
+    using scalar_t = decltype(zero);
+    const scalar_t* I = static_cast<const scalar_t*>(current.data_ptr());
+    scalar_t* S = static_cast<scalar_t*>(spikes.data_ptr());
+    for_neuron_blocks(E, [&](int64_t begin, int64_t end) {
+      forward_through_time(I, U, S, T, E, step, b, th, zero_reset, begin, end);
+    });
   });
   return {spikes, membrane};
 }
@@ -138,9 +138,8 @@ torch::Tensor lif_backward(const c10::optional<torch::Tensor>& grad_spikes, cons
   auto grad = torch::empty({T, E}, membrane.options().dtype(dtype));
   const float b = static_cast<float>(beta), th = static_cast<float>(threshold), k = static_cast<float>(slope);
   const float* U = membrane.data_ptr<float>();
-  if (dtype == torch::kBFloat16)
-    backward_blocks<Bf16>(grad, gs, gm, U, b, th, k, zero_reset, surrogate);
-  else
-    backward_blocks<float>(grad, gs, gm, U, b, th, k, zero_reset, surrogate);
+  with_element_type(dtype, [&](auto zero) {
+    backward_blocks<decltype(zero)>(grad, gs, gm, U, b, th, k, zero_reset, surrogate);
+  });
   return grad;
 }

@@ -75,11 +75,11 @@ std::vector<torch::Tensor> max_pool2x2_forward(const torch::Tensor& x_in) {
   const int64_t N = x.size(0), H = x.size(1), W = x.size(2), C = x.size(3);
   auto y = torch::empty({N, H / 2, W / 2, C}, x.options());
   auto index = torch::empty({N, H / 2, W / 2, C}, x.options().dtype(torch::kUInt8));
-  if (x.scalar_type() == torch::kBFloat16)
-    pool_forward(static_cast<const Bf16*>(x.data_ptr()), static_cast<Bf16*>(y.data_ptr()), index.data_ptr<uint8_t>(),
-                 N, H, W, C);
-  else
-    pool_forward(x.data_ptr<float>(), y.data_ptr<float>(), index.data_ptr<uint8_t>(), N, H, W, C);
+  with_element_type(x.scalar_type(), [&](auto zero) {
+    using scalar_t = decltype(zero);
+    pool_forward(static_cast<const scalar_t*>(x.data_ptr()), static_cast<scalar_t*>(y.data_ptr()),
+                 index.data_ptr<uint8_t>(), N, H, W, C);
+  });
   return {y, index};
 }
 
@@ -87,10 +87,10 @@ torch::Tensor max_pool2x2_backward(const torch::Tensor& grad_in, const torch::Te
   auto grad = grad_in.contiguous();
   const int64_t N = grad.size(0), C = grad.size(3);
   auto gx = torch::empty({N, H, W, C}, grad.options());
-  if (grad.scalar_type() == torch::kBFloat16)
-    pool_backward(static_cast<const Bf16*>(grad.data_ptr()), index.data_ptr<uint8_t>(),
-                  static_cast<Bf16*>(gx.data_ptr()), N, H, W, C);
-  else
-    pool_backward(grad.data_ptr<float>(), index.data_ptr<uint8_t>(), gx.data_ptr<float>(), N, H, W, C);
+  with_element_type(grad.scalar_type(), [&](auto zero) {
+    using scalar_t = decltype(zero);
+    pool_backward(static_cast<const scalar_t*>(grad.data_ptr()), index.data_ptr<uint8_t>(),
+                  static_cast<scalar_t*>(gx.data_ptr()), N, H, W, C);
+  });
   return gx;
 }
