@@ -43,12 +43,11 @@ class SpikingNet(nn.Module):
         record, h = Trace(inputs=x), x
         for stage, neuron in zip(self.stages, self.neurons):
             if h.stride(0) == 0:  # the same input at every step (direct encoding): run the stage once, not T times
-                current = stage(h[0])
-                current = current.expand(T, *current.shape)
+                current = stage(h[0]).unsqueeze(0)
             else:
                 current = stage(h.flatten(0, 1))
                 current = current.view(T, B, *current.shape[1:])
-            h, membrane = neuron.run(current)
+            h, membrane = neuron.run(current, steps=T)
             record.spikes.append(h)
         record.membrane = membrane
         logits = h.sum(0) if self.readout == "spike_count" else membrane.mean(0)

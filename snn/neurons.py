@@ -56,47 +56,40 @@ def _storage_order(x: torch.Tensor) -> list[int]:
 
 
 class _LeakySequence(torch.autograd.Function):
-    """On CPU the time loops run in C++ (`csrc/lif.cpp`), elsewhere as tensor ops per step; same numbers."""
+    """On CPU the time loops run in C++ (`csrc/lif.cpp`), elsewhere as tensor ops per step; same numbers.
+    `current` is `[steps, ...]`, or `[1, ...]`: one step repeated (direct encoding), whose gradient is the sum over
+    time, summed by the kernel as it goes (no `[T, ...]` gradient written and read back)."""
 
     @staticmethod
-    def forward(ctx, current, beta, threshold: float, zero_reset: bool, surrogate: Surrogate):
-        b, T = float(beta), current.shape[0]
+    def forward(ctx, current, steps: int, beta, threshold: float, zero_reset: bool, surrogate: Surrogate):
+        b, shape = float(beta), (steps, *current.shape[1:])
         if kernels.usable(current, dtypes=kernels.FLOAT_OR_BF16):
-            steps = current[:1] if current.stride(0) == 0 else current  # direct input: one step, repeated
-            spikes, membrane = kernels.load().lif_forward(steps.reshape(len(steps), -1), T, b, threshold, zero_reset)
-            spikes, membrane = spikes.view(current.shape), membrane.view(current.shape)
+            flat = current.reshape(len(current), -1)
+            spikes, membrane = kernels.load().lif_forward(flat, steps, b, threshold, zero_reset)
+            spikes, membrane = spikes.view(shape), membrane.view(shape)
         else:
-            spikes, membrane = _leaky_loop(current, b, threshold, zero_reset)
+            spikes, membrane = _leaky_loop(current.expand(shape), b, threshold, zero_reset)
         ctx.save_for_backward(membrane)  # spikes are membrane > threshold: no need to keep them
         ctx.set_materialize_grads(False)  # an output nobody used gets None, not a tensor of zeros to add
         ctx.beta, ctx.threshold, ctx.zero_reset, ctx.surrogate = b, threshold, zero_reset, surrogate
         ctx.beta_needs_grad = isinstance(beta, torch.Tensor) and beta.requires_grad
-        ctx.dtype = current.dtype
+        ctx.dtype, ctx.repeated = current.dtype, len(current) < steps
         return spikes, membrane
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_membrane):
         (membrane,) = ctx.saved_tensors
         b, threshold, zero_reset = ctx.beta, ctx.threshold, ctx.zero_reset
+        sum_in_kernel = ctx.repeated and not ctx.beta_needs_grad  # the decay's gradient needs every step's
         # dL/dU[t] = dL/dS[t] * S'(U[t]) + dL/dU[t] (direct) + beta * keep[t] * dL/dU[t+1]
         if kernels.usable(membrane, dtypes=kernels.FLOAT_OR_BF16) and ctx.surrogate.kernel_id is not None:
             T = len(membrane)
             flat = [None if g is None else g.reshape(T, -1) for g in (grad_spikes, grad_membrane)]
-            grad = (
-                kernels.load()
-                .lif_backward(
-                    *flat,
-                    membrane.view(T, -1),
-                    b,
-                    threshold,
-                    zero_reset,
-                    ctx.surrogate.kernel_id,
-                    ctx.surrogate.slope,
-                    ctx.dtype,
-                )
-                .view(membrane.shape)
-            )
+            args = (b, threshold, zero_reset, ctx.surrogate.kernel_id, ctx.surrogate.slope, ctx.dtype, sum_in_kernel)
+            grad = kernels.load().lif_backward(*flat, membrane.view(T, -1), *args)
+            grad = grad.view(len(grad), *membrane.shape[1:])
         else:
+            sum_in_kernel = False
             if grad_spikes is None:
                 grad = torch.zeros_like(membrane)
             else:
@@ -108,7 +101,9 @@ class _LeakySequence(torch.autograd.Function):
         if ctx.beta_needs_grad:
             previous = membrane[:-1] * (membrane[:-1] <= threshold) if zero_reset else membrane[:-1]
             grad_beta = (grad[1:] * previous).sum().reshape(())
-        return grad.to(ctx.dtype), grad_beta, None, None, None
+        if ctx.repeated and not sum_in_kernel:
+            grad = grad.sum(0, keepdim=True)
+        return grad.to(ctx.dtype), None, grad_beta, None, None, None
 
 
 class LIF(nn.Module):
@@ -134,13 +129,13 @@ class LIF(nn.Module):
     def beta(self):
         return self._beta
 
-    def run(self, current: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(self, current: torch.Tensor, steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (spikes, membrane), both `[T, B, ...]` and laid out in memory as `current` is (channels-last
-        stays channels-last: the neuron is elementwise, so it runs on the storage order and copies nothing)."""
+        stays channels-last: the neuron is elementwise, so it runs on the storage order and copies nothing).
+        `current`: `[T, B, ...]`, or `[1, B, ...]` with `steps=T` for the same current at every step."""
         order = _storage_order(current)
-        spikes, membrane = _LeakySequence.apply(
-            current.permute(order), self.beta, self.threshold, self.reset == "zero", self.surrogate
-        )
+        args = (steps or len(current), self.beta, self.threshold, self.reset == "zero", self.surrogate)
+        spikes, membrane = _LeakySequence.apply(current.permute(order), *args)
         back = sorted(range(len(order)), key=order.__getitem__)
         return spikes.permute(back), membrane.permute(back)
 
@@ -195,7 +190,8 @@ class SnntorchLeaky(LIF):
         super().__init__(beta, threshold, reset, surrogate, slope)
         self.leaky = snntorch.Leaky(beta=beta, threshold=threshold, reset_mechanism=reset, spike_grad=self.surrogate)
 
-    def run(self, current):
+    def run(self, current, steps: int | None = None):
         self.leaky.reset_mem()
+        current = current.expand(steps or len(current), *current.shape[1:])
         spikes, membranes = zip(*(self.leaky(step) for step in current))
         return torch.stack(spikes), torch.stack(membranes)

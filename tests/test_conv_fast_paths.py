@@ -37,15 +37,16 @@ def test_max_pooling_kernel_equals_torch(dtype, shape, spikes):
 
 @needs_kernels
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
-def test_bf16_currents_kernel_equals_tensor_code(monkeypatch, reset):
+@pytest.mark.parametrize("steps", [None, 4])  # 4: one current repeated (direct input), its gradient summed over time
+def test_bf16_currents_kernel_equals_tensor_code(monkeypatch, reset, steps):
     """Under autocast the currents and spikes are bf16 and the membrane stays float32, in both implementations."""
     torch.manual_seed(0)
-    current = (torch.randn(4, 32, 8, 6, 6) * 0.6 + 0.3).to(torch.bfloat16)
+    current = (torch.randn(1 if steps else 4, 32, 8, 6, 6) * 0.6 + 0.3).to(torch.bfloat16)
     current = current.contiguous(memory_format=torch.channels_last_3d).requires_grad_()  # as conv outputs come
     lif = LIF(0.9, 1.0, reset)
 
     def run():
-        spikes, membrane = lif.run(current)
+        spikes, membrane = lif.run(current, steps)
         weights = torch.linspace(-1, 1, spikes.numel()).view(spikes.shape)
         (grad,) = torch.autograd.grad((spikes.float() * weights).sum() + membrane.sum(), current)
         return spikes, membrane, grad

@@ -90,14 +90,21 @@ def test_kernel_and_tensor_loops_agree_bit_for_bit(monkeypatch, reset):
     torch.testing.assert_close(fast[2][0], slow[2][0], rtol=1e-5, atol=1e-5)  # torch may fuse multiply-adds
 
 
-def test_repeated_input_is_not_materialised(backend):
-    """Direct encoding hands the neuron one current expanded over T (stride 0); same result as a real copy."""
+@pytest.mark.parametrize("neuron", [LIF, PLIF])
+def test_one_step_repeated_equals_the_copied_sequence(backend, neuron):
+    """Direct encoding hands the neuron one step and `steps=T`; spikes, membrane and the gradients (the current's is
+    summed over time, in the kernel unless the learned decay needs every step's) equal those of a real copy."""
     torch.manual_seed(0)
-    step = (torch.randn(6, 40) + 0.5).requires_grad_()
-    expanded = _grads(LIF().run, step.expand(10, 6, 40), step)
-    copied = _grads(LIF().run, step.expand(10, 6, 40).clone(), step)
-    assert torch.equal(expanded[0], copied[0])
-    torch.testing.assert_close(expanded[2][0], copied[2][0])
+    step = (torch.randn(1, 6, 40) + 0.5).requires_grad_()
+    lif = neuron()
+    params = list(lif.parameters())
+    repeated = _grads(lambda c: lif.run(c, steps=10), step, *params)
+    copied = _grads(lif.run, step.expand(10, 6, 40).clone(), *params)
+    assert repeated[0].shape == (10, 6, 40) and repeated[2][0].shape == (1, 6, 40)
+    assert torch.equal(repeated[0], copied[0]) and torch.equal(repeated[1], copied[1])
+    torch.testing.assert_close(repeated[2][0], copied[2][0].sum(0, keepdim=True))
+    for a, b in zip(repeated[2][1:], copied[2][1:]):  # PLIF's decay
+        torch.testing.assert_close(a, b)
 
 
 def test_if_integrates_without_leak(backend):

@@ -11,7 +11,7 @@ std::vector<torch::Tensor> lif_forward(const torch::Tensor& current, int64_t T, 
 torch::Tensor lif_backward(const c10::optional<torch::Tensor>& grad_spikes,
                            const c10::optional<torch::Tensor>& grad_membrane, const torch::Tensor& membrane,
                            double beta, double threshold, bool zero_reset, int64_t surrogate, double slope,
-                           c10::ScalarType dtype);
+                           c10::ScalarType dtype, bool sum_over_time);
 
 std::vector<torch::Tensor> max_pool2x2_forward(const torch::Tensor& x);
 torch::Tensor max_pool2x2_backward(const torch::Tensor& grad, const torch::Tensor& index, int64_t H, int64_t W);
@@ -21,7 +21,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("transpose_csr", &transpose_csr, "the CSR of the transposed matrix");
   m.def("sparse_mm", &sparse_mm, "sparse (CSR) times dense, plus an optional broadcast start row");
   m.def("lif_forward", &lif_forward, "LIF spikes and membrane over all time steps");
-  m.def("lif_backward", &lif_backward, "the LIF gradient with respect to its input current, through time");
+  m.def("lif_backward", &lif_backward, "the LIF gradient with respect to its input current, through time (or summed over it)");
   m.def("max_pool2x2_forward", &max_pool2x2_forward, "2x2 max-pooling of [N, H, W, C], with a one-byte index");
   m.def("max_pool2x2_backward", &max_pool2x2_backward, "its input gradient");
 }

@@ -86,14 +86,16 @@ static inline float surrogate_derivative(float x, float slope) {
 // dL/dU[t] = dL/dS[t] * S'(U[t] - threshold) + dL/dU[t] (direct) + beta * keep[t] * dL/dU[t+1],
 // keep = 1 (subtract reset) or "did not fire" (zero reset); one pass backwards through time. The running gradient is
 // carried in float (`carry`) whatever the gradients' type, so that bf16 rounds each output once, not T times.
-template <int64_t kind, typename scalar_t>
+// kSumTime: the current was one step repeated over time (direct input), so its gradient is the sum over t, written
+// once as [1, E]: that saves writing [T, E] here and reading it back to sum it.
+template <int64_t kind, bool kSumTime, typename scalar_t>
 static void backward_through_time(scalar_t* G, const scalar_t* GS, const float* GM, const float* U, int64_t T,
                                   int64_t E, float b, float th, float slope, bool zero_reset, int64_t begin,
                                   int64_t end) {
-  float carry[kBlock];
+  float carry[kBlock], total[kBlock];
   const int64_t n = end - begin;
   for (int64_t t = T - 1; t >= 0; --t) {
-    scalar_t* g = G + t * E + begin;
+    scalar_t* g = G + (kSumTime ? 0 : t * E) + begin;
     const float* u = U + t * E + begin;
     const scalar_t* gs = GS ? GS + t * E + begin : nullptr;
     const float* gm = GM ? GM + t * E + begin : nullptr;
@@ -104,42 +106,61 @@ static void backward_through_time(scalar_t* G, const scalar_t* GS, const float* 
       if (gm) d += gm[e];
       if (later) d += b * (zero_reset ? carry[e] * (u[e] > th ? 0.0f : 1.0f) : carry[e]);
       carry[e] = d;
-      g[e] = from_float<scalar_t>(d);
+      if constexpr (kSumTime)
+        total[e] = later ? total[e] + d : d;
+      else
+        g[e] = from_float<scalar_t>(d);
+    }
+    if (kSumTime && t == 0) {
+#pragma omp simd
+      for (int64_t e = 0; e < n; ++e) g[e] = from_float<scalar_t>(total[e]);
     }
   }
 }
 
-template <typename scalar_t>
+template <bool kSumTime, typename scalar_t>
 static void backward_blocks(torch::Tensor& grad, const torch::Tensor& gs, const torch::Tensor& gm, const float* U,
-                            float b, float th, float k, bool zero_reset, int64_t surrogate) {
-  const int64_t T = grad.size(0), E = grad.size(1);
+                            int64_t T, float b, float th, float k, bool zero_reset, int64_t surrogate) {
+  const int64_t E = grad.size(1);
   scalar_t* G = static_cast<scalar_t*>(grad.data_ptr());
   const scalar_t* GS = gs.defined() ? static_cast<const scalar_t*>(gs.data_ptr()) : nullptr;
   const float* GM = gm.defined() ? gm.data_ptr<float>() : nullptr;
   for_neuron_blocks(E, [&](int64_t begin, int64_t end) {
     switch (surrogate) {
-      case kATan: backward_through_time<kATan>(G, GS, GM, U, T, E, b, th, k, zero_reset, begin, end); break;
-      case kFastSigmoid: backward_through_time<kFastSigmoid>(G, GS, GM, U, T, E, b, th, k, zero_reset, begin, end); break;
-      case kSigmoid: backward_through_time<kSigmoid>(G, GS, GM, U, T, E, b, th, k, zero_reset, begin, end); break;
-      case kTriangle: backward_through_time<kTriangle>(G, GS, GM, U, T, E, b, th, k, zero_reset, begin, end); break;
-      default: backward_through_time<kStraightThrough>(G, GS, GM, U, T, E, b, th, k, zero_reset, begin, end);
+      case kATan: backward_through_time<kATan, kSumTime>(G, GS, GM, U, T, E, b, th, k, zero_reset, begin, end); break;
+      case kFastSigmoid:
+        backward_through_time<kFastSigmoid, kSumTime>(G, GS, GM, U, T, E, b, th, k, zero_reset, begin, end);
+        break;
+      case kSigmoid:
+        backward_through_time<kSigmoid, kSumTime>(G, GS, GM, U, T, E, b, th, k, zero_reset, begin, end);
+        break;
+      case kTriangle:
+        backward_through_time<kTriangle, kSumTime>(G, GS, GM, U, T, E, b, th, k, zero_reset, begin, end);
+        break;
+      default:
+        backward_through_time<kStraightThrough, kSumTime>(G, GS, GM, U, T, E, b, th, k, zero_reset, begin, end);
     }
   });
 }
 
 // grad_spikes and the result in `dtype` (the current's: float or BFloat16); membrane and grad_membrane in float.
+// The result is [T, E], or [1, E] (summed over time) with sum_over_time.
 torch::Tensor lif_backward(const c10::optional<torch::Tensor>& grad_spikes, const c10::optional<torch::Tensor>& grad_membrane,
                            const torch::Tensor& membrane_in, double beta, double threshold, bool zero_reset,
-                           int64_t surrogate, double slope, c10::ScalarType dtype) {
+                           int64_t surrogate, double slope, c10::ScalarType dtype, bool sum_over_time) {
   auto membrane = membrane_in.contiguous();
   const int64_t T = membrane.size(0), E = membrane.size(1);
   auto gs = grad_spikes.has_value() ? grad_spikes->to(dtype).contiguous() : torch::Tensor();
   auto gm = grad_membrane.has_value() ? grad_membrane->to(torch::kFloat32).contiguous() : torch::Tensor();
-  auto grad = torch::empty({T, E}, membrane.options().dtype(dtype));
+  auto grad = torch::empty({sum_over_time ? 1 : T, E}, membrane.options().dtype(dtype));
   const float b = static_cast<float>(beta), th = static_cast<float>(threshold), k = static_cast<float>(slope);
   const float* U = membrane.data_ptr<float>();
   with_element_type(dtype, [&](auto zero) {
-    backward_blocks<decltype(zero)>(grad, gs, gm, U, b, th, k, zero_reset, surrogate);
+    using scalar_t = decltype(zero);
+    if (sum_over_time)
+      backward_blocks<true, scalar_t>(grad, gs, gm, U, T, b, th, k, zero_reset, surrogate);
+    else
+      backward_blocks<false, scalar_t>(grad, gs, gm, U, T, b, th, k, zero_reset, surrogate);
   });
   return grad;
 }
