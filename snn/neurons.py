@@ -89,7 +89,6 @@ class _LeakySequence(torch.autograd.Function):
             grad = kernels.load().lif_backward(*flat, membrane.view(T, -1), *args)
             grad = grad.view(len(grad), *membrane.shape[1:])
         else:
-            sum_in_kernel = False
             if grad_spikes is None:
                 grad = torch.zeros_like(membrane)
             else:
@@ -101,7 +100,7 @@ class _LeakySequence(torch.autograd.Function):
         if ctx.beta_needs_grad:
             previous = membrane[:-1] * (membrane[:-1] <= threshold) if zero_reset else membrane[:-1]
             grad_beta = (grad[1:] * previous).sum().reshape(())
-        if ctx.repeated and not sum_in_kernel:
+        if ctx.repeated and len(grad) > 1:  # not summed by the kernel
             grad = grad.sum(0, keepdim=True)
         return grad.to(ctx.dtype), None, grad_beta, None, None, None
 

@@ -95,7 +95,7 @@ static void backward_through_time(scalar_t* G, const scalar_t* GS, const float* 
   float carry[kBlock], total[kBlock];
   const int64_t n = end - begin;
   for (int64_t t = T - 1; t >= 0; --t) {
-    scalar_t* g = G + (kSumTime ? 0 : t * E) + begin;
+    scalar_t* g = kSumTime ? nullptr : G + t * E + begin;  // kSumTime: G is [1, E], written after the loop
     const float* u = U + t * E + begin;
     const scalar_t* gs = GS ? GS + t * E + begin : nullptr;
     const float* gm = GM ? GM + t * E + begin : nullptr;
@@ -111,10 +111,11 @@ static void backward_through_time(scalar_t* G, const scalar_t* GS, const float* 
       else
         g[e] = from_float<scalar_t>(d);
     }
-    if (kSumTime && t == 0) {
+  }
+  if constexpr (kSumTime) {
+    scalar_t* g = G + begin;
 #pragma omp simd
-      for (int64_t e = 0; e < n; ++e) g[e] = from_float<scalar_t>(total[e]);
-    }
+    for (int64_t e = 0; e < n; ++e) g[e] = from_float<scalar_t>(total[e]);
   }
 }
 
