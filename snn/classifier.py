@@ -16,20 +16,35 @@ SCHEDULES = ("none", "cosine")
 
 def check_optimizer(optimizer: dict) -> None:
     name, lr, schedule = optimizer.get("name"), optimizer.get("lr"), optimizer.get("schedule", "none")
-    decay = optimizer.get("weight_decay", 0.0)
+    decay, ema = optimizer.get("weight_decay", 0.0), optimizer.get("ema_decay")
     require(name in OPTIMIZERS, "name", name, ", ".join(OPTIMIZERS))
     require(is_number(lr) and lr > 0, "lr", lr, "a number > 0")
     require(is_number(decay) and decay >= 0, "weight_decay", decay, "a number >= 0")
     require(schedule in SCHEDULES, "schedule", schedule, ", ".join(SCHEDULES))
+    require(ema is None or (is_number(ema) and 0 < ema < 1), "ema_decay", ema, "null (off) or a number in (0, 1)")
+
+
+def check_loss(loss: dict) -> None:
+    smoothing = loss.get("label_smoothing", 0.0)
+    require(is_number(smoothing) and 0 <= smoothing < 1, "label_smoothing", smoothing, "a number in [0, 1)")
 
 
 class Classifier(pl.LightningModule):
-    def __init__(self, net: nn.Module, encoder: nn.Module | None, optimizer: dict, run_config: dict | None = None):
+    def __init__(
+        self,
+        net: nn.Module,
+        encoder: nn.Module | None,
+        optimizer: dict,
+        run_config: dict | None = None,
+        loss: dict | None = None,
+    ):
         super().__init__()
         self.net, self.encoder = net, encoder
         self.optimizer_config = dict(optimizer)
         if self.optimizer_config:  # empty for a model built only to be evaluated
             check_optimizer(self.optimizer_config)
+        check_loss(loss or {})
+        self.label_smoothing = (loss or {}).get("label_smoothing", 0.0)
         self.run_config = run_config  # saved into every checkpoint so evaluation can rebuild the run
         for stage in ("train", "val", "test"):
             setattr(self, f"{stage}_acc", MulticlassAccuracy(num_classes=10, average="micro"))
@@ -59,7 +74,8 @@ class Classifier(pl.LightningModule):
             self.spike_stats.update(trace)
             if stage == "val" and self.example is None and self.spiking:
                 self.example = (trace.spikes[0][:, 0].cpu(), trace.membrane[:, 0].cpu(), int(labels[0]))
-        loss = F.cross_entropy(logits, labels)
+        # Smoothing is part of the training objective only: validation and test report the plain cross-entropy.
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing if stage == "train" else 0.0)
         accuracy = getattr(self, f"{stage}_acc")
         accuracy(logits, labels)
         if stage == "test":

@@ -112,13 +112,14 @@ def validate(cfg: DictConfig) -> None:
     """Check every public key before anything is loaded or written, by building what the config describes."""
     from hydra.utils import instantiate
 
-    from snn.classifier import check_optimizer
+    from snn.classifier import check_loss, check_optimizer
 
     _built(cfg, "encoder", lambda: instantiate(cfg.encoder))
     _built(cfg, "neuron", lambda: instantiate(cfg.neuron)())  # a partial: each layer builds its own
     _built(cfg, "model", lambda: instantiate(cfg.model))
     _built(cfg, "data", lambda: instantiate(cfg.data))
     _built(cfg, "optimizer", lambda: check_optimizer(OmegaConf.to_container(cfg.optimizer, resolve=True)))
+    _built(cfg, "loss", lambda: check_loss(OmegaConf.to_container(cfg.loss, resolve=True)))
 
 
 STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST)

@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 # Noise on every run: torch 2.14 deprecates a class Lightning still uses, and Lightning advertises its cloud services.
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*deprecated.*")
+# The test leaves out the weight-averaging callback on purpose (see train); Lightning would warn that it is missing.
+warnings.filterwarnings("ignore", message=r".*callbacks used to create the checkpoint need to be provided.*")
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
     lambda record: "litlogger" not in record.getMessage() and "litmodels" not in record.getMessage()
 )
@@ -47,7 +49,7 @@ HPARAM_METRICS = (
 COMPARABLE_KEYS = (
     "model", "baseline", "neuron", "encoder", "T", "hidden_sizes", "channels", "pool", "readout", "beta", "threshold",
     "reset", "surrogate", "optimizer", "lr", "weight_decay", "schedule", "batch_size", "augmentation", "precision",
-    "max_epochs", "seed",
+    "max_epochs", "label_smoothing", "ema_decay", "seed",
 )  # fmt: skip
 
 
@@ -76,6 +78,8 @@ def describe(cfg: DictConfig, choices: dict, spiking: bool) -> dict:
         "augmentation": ", ".join(f"{name} {data.get('max_' + name, 0)}" for name in ("shift", "rotation", "scale")),
         "precision": str(cfg.trainer.get("precision", "32-true")),
         "max_epochs": cfg.trainer.get("max_epochs") or 0,
+        "label_smoothing": float(cfg.get("loss", {}).get("label_smoothing", 0.0)),
+        "ema_decay": float(cfg.optimizer.get("ema_decay") or 0.0),  # 0: off
         "seed": cfg.seed,
     }
 
@@ -123,7 +127,8 @@ def build_classifier(cfg: DictConfig, choices: dict) -> Classifier:
     net = instantiate(cfg.model)
     encoder = instantiate(cfg.encoder) if net.spiking else None
     run_config = {"config": OmegaConf.to_container(cfg, resolve=True), "choices": choices}
-    return Classifier(net, encoder, OmegaConf.to_container(cfg.optimizer, resolve=True), run_config)
+    loss = OmegaConf.to_container(cfg.loss, resolve=True) if "loss" in cfg else {}  # older run configs have none
+    return Classifier(net, encoder, OmegaConf.to_container(cfg.optimizer, resolve=True), run_config, loss)
 
 
 def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
@@ -158,7 +163,10 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
     # last.ckpt after every epoch, so a killed run loses at most the unfinished one. (ModelCheckpoint's save_last
     # copies only the checkpoints it writes, i.e. best.ckpt when val/acc improved.)
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False)
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=[checkpoint, last])
+    callbacks = [checkpoint, last]
+    if cfg.optimizer.get("ema_decay"):  # validation, checkpoints and the test see the averaged weights
+        callbacks.append(EMAWeightAveraging(decay=cfg.optimizer.ema_decay))
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
     cpu = trainer.strategy.root_device.type == "cpu"
     if "bf16" in str(trainer.precision) and cpu and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         log.warning("trainer.precision=%s: this CPU has no bf16 instructions, 32-true is faster", trainer.precision)
@@ -171,6 +179,8 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
     if best and best_score is None:  # ddp_spawn: the fit ran in worker processes, which hand back the best path only
         stored = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
         best_score, epochs = stored["callbacks"][checkpoint.state_key]["best_model_score"], stored["epoch"] + 1
+    # best.ckpt holds the averaged weights validation chose; the callback would load the raw ones back over them.
+    trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, EMAWeightAveraging)]
     tested = trainer.test(module, datamodule=data, ckpt_path=best, verbose=False, weights_only=True)[0]
     results = {
         **params,
