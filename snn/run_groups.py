@@ -11,6 +11,8 @@ from snn.uncertainty import Summary, summarize
 # Runs that agree on every comparable choice but the seed repeat one configuration. The epochs actually trained
 # count too, so that a run stopped early is not averaged with finished ones.
 GROUP_KEYS = tuple(key for key in COMPARABLE_KEYS if key != "seed") + ("epochs",)
+# Choices recorded only since they were added: a results.json without one ran without the feature.
+ADDED_LATER = {"label_smoothing": 0.0, "ema_decay": 0.0}
 
 
 class SelectionError(ValueError):
@@ -65,7 +67,7 @@ def load_results(folder: Path) -> tuple[list[dict], list[str]]:
         except (OSError, ValueError) as error:
             problems.append(f"skipped {path}: {type(error).__name__}: {error}")
             continue
-        runs.append({**result, "run_dir": str(path.parent)})
+        runs.append({**ADDED_LATER, **result, "run_dir": str(path.parent)})
     order = {"ann": 0, "cnn": 1}
     runs.sort(
         key=lambda r: (

@@ -60,6 +60,8 @@ def test_optuna_search_composes(compose_cfg):
         ("neuron.surrogate=bogus", "neuron.surrogate"),
         ("neuron.reset=never", "neuron.reset"),
         ("optimizer.lr=-1", "optimizer.lr"),
+        ("optimizer.ema_decay=1", "optimizer.ema_decay"),
+        ("loss.label_smoothing=-0.1", "loss.label_smoothing"),
         ("model.hidden_sizes=[0]", "model.hidden_sizes"),
         ("model=csnn model.channels=[]", "model.channels"),
         ("model.sparse_input=yes", "model.sparse_input"),

@@ -129,6 +129,13 @@ def test_runs_differing_only_in_seed_form_one_configuration(tmp_path, capsys):
     assert "3 configurations" in capsys.readouterr().out
 
 
+def test_runs_from_before_a_choice_was_recorded_ran_without_it(tmp_path):
+    """label_smoothing and ema_decay were added to results.json later; older runs group with runs at 0 (off)."""
+    write_runs(tmp_path, SNN, {**SNN, "seed": 1, "label_smoothing": 0.0, "ema_decay": 0.0}, {**SNN, "ema_decay": 0.9})
+    assert report([str(tmp_path)]) == 0
+    assert sorted(row[7] for row in table_rows(tmp_path / "results.md")) == ["1", "2"]  # n per configuration
+
+
 def test_same_seed_twice_is_pointed_out(tmp_path, capsys):
     write_runs(tmp_path, SNN, {**SNN, "test/acc": 0.98})
     assert report([str(tmp_path)]) == 0

@@ -4,10 +4,13 @@ import subprocess
 import sys
 
 import pytest
+import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
 from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from snn.evaluation import load_classifier
 from snn.training import HPARAM_METRICS, train
 from tests.conftest import ROOT, TINY
 
@@ -60,6 +63,32 @@ def test_short_training_learns_and_logs_everything(compose_cfg, tmp_path):
     assert results["test/macs"] > 0 and results["test/synops"] > 0  # direct input: one dense layer, then spikes
     assert len(events.Images("val/activity")) == 6  # the raster + membrane figure, every epoch
     assert "val/neuron_firing_rate/layer1" in events.Tags()["histograms"]
+
+
+def test_averaged_weights_are_validated_checkpointed_and_tested(compose_cfg, tmp_path):
+    """optimizer.ema_decay: best.ckpt holds the averaged weights validation chose, and the test scores those (the
+    weight-averaging callback would load the raw ones back when the test restores the checkpoint)."""
+    results = _train_composed(
+        compose_cfg,
+        tmp_path,
+        "model=ann",  # any model; this one gives distinct losses after a few steps
+        "model.hidden_sizes=[32]",
+        "trainer.max_epochs=2",
+        "optimizer.ema_decay=0.5",
+        "loss.label_smoothing=0.1",
+    )
+    assert (results["ema_decay"], results["label_smoothing"]) == (0.5, 0.1)
+    best = torch.load(results["best_checkpoint"], map_location="cpu", weights_only=True)
+    averaged, raw = best["state_dict"], best["current_model_state"]
+    assert any(not torch.equal(averaged[name], raw[name]) for name in raw if name.startswith("net."))
+    module, cfg = load_classifier(results["best_checkpoint"])
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False)
+    tested = trainer.test(module, datamodule=instantiate(cfg.data), verbose=False)[0]
+    assert tested["test/loss"] == pytest.approx(results["test/loss"], rel=1e-6)
+    module.load_state_dict(raw)
+    assert trainer.test(module, datamodule=instantiate(cfg.data), verbose=False)[0]["test/loss"] != pytest.approx(
+        results["test/loss"], rel=1e-6
+    )
 
 
 def test_hparams_tab_lists_choices_and_metrics(compose_cfg, tmp_path):
