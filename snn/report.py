@@ -70,6 +70,8 @@ def percent_interval(ci: tuple[float, float] | None, signed: bool = False) -> st
 
 def shown_keys(configurations: list[Configuration]) -> list[str]:
     differing = differing_keys([c.key for c in configurations])
+    if all(c.key.get("epochs") == c.key.get("max_epochs") for c in configurations):
+        differing = [k for k in differing if k != "max_epochs"]  # the epochs column says it: every run ran to its end
     return [k for k in GROUP_KEYS if k in ALWAYS_SHOWN or k in differing]
 
 

@@ -136,6 +136,15 @@ def test_runs_from_before_a_choice_was_recorded_ran_without_it(tmp_path):
     assert sorted(row[7] for row in table_rows(tmp_path / "results.md")) == ["1", "2"]  # n per configuration
 
 
+def test_max_epochs_gets_a_column_only_where_a_run_stopped_before_it(tmp_path):
+    write_runs(tmp_path, SNN, {**SNN, "max_epochs": 5, "epochs": 5})
+    assert report([str(tmp_path)]) == 0
+    assert "max_epochs" not in (tmp_path / "results.md").read_text().splitlines()[0]
+    write_runs(tmp_path / "stopped", {**SNN, "max_epochs": 5, "epochs": 4})
+    assert report([str(tmp_path)]) == 0
+    assert "max_epochs" in (tmp_path / "results.md").read_text().splitlines()[0]
+
+
 def test_same_seed_twice_is_pointed_out(tmp_path, capsys):
     write_runs(tmp_path, SNN, {**SNN, "test/acc": 0.98})
     assert report([str(tmp_path)]) == 0
