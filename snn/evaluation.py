@@ -2,6 +2,7 @@
 matrix, spike statistics), or single images (prediction, scores, inference figure)."""
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from snn.data import MNISTDataModule, load_mnist
 from snn.digits import image_files, load_digit
 from snn.plots import confusion_figure, inference_figure, save
 from snn.training import build_classifier, describe
+
+log = logging.getLogger(__name__)
 
 
 def load_classifier(path: str | Path, T: int | None = None) -> tuple[Classifier, DictConfig]:
@@ -97,6 +100,8 @@ def evaluate_test_set(
     passes, confusion = [], torch.zeros(10, 10, dtype=torch.long)
     for i in range(repeats):
         torch.manual_seed(seed + i)
+        if repeats > 1:  # each pass draws its own progress bar: say which one it is
+            log.info("test pass %d of %d (encoder seed %d)", i + 1, repeats, seed + i)
         passes.append(trainer.test(module, datamodule=data, verbose=False)[0])
         confusion += module.confusion_matrix
     metrics = {key: sum(p[key] for p in passes) / repeats for key in passes[0]}

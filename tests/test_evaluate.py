@@ -68,6 +68,7 @@ def test_checkpoint_on_test_set(checkpoint, mnist_root, tmp_path):
     assert metrics["test/synops"] > 0 and metrics["test/energy_nJ"] > 0
     assert (out / "confusion_matrix.png").stat().st_size > 0
     assert "test/acc" in result.stdout and "per-class acc" in result.stdout
+    assert "test pass 5 of 5 (encoder seed 4)" in result.stdout + result.stderr
 
 
 @pytest.mark.slow
