@@ -43,8 +43,9 @@ class Classifier(pl.LightningModule):
         self.optimizer_config = dict(optimizer)
         if self.optimizer_config:  # empty for a model built only to be evaluated
             check_optimizer(self.optimizer_config)
-        check_loss(loss or {})
-        self.label_smoothing = (loss or {}).get("label_smoothing", 0.0)
+        loss = loss or {}
+        check_loss(loss)
+        self.label_smoothing = loss.get("label_smoothing", 0.0)
         self.run_config = run_config  # saved into every checkpoint so evaluation can rebuild the run
         for stage in ("train", "val", "test"):
             setattr(self, f"{stage}_acc", MulticlassAccuracy(num_classes=10, average="micro"))
