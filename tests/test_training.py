@@ -65,7 +65,7 @@ def test_short_training_learns_and_logs_everything(compose_cfg, tmp_path):
     assert "val/neuron_firing_rate/layer1" in events.Tags()["histograms"]
 
 
-def test_averaged_weights_are_validated_checkpointed_and_tested(compose_cfg, tmp_path):
+def test_averaged_weights_are_validated_checkpointed_and_tested(compose_cfg, tmp_path, caplog):
     """optimizer.ema_decay: best.ckpt holds the averaged weights validation chose, and the test scores those (the
     weight-averaging callback would load the raw ones back when the test restores the checkpoint)."""
     results = _train_composed(
@@ -78,6 +78,7 @@ def test_averaged_weights_are_validated_checkpointed_and_tested(compose_cfg, tmp
         "loss.label_smoothing=0.1",
     )
     assert (results["ema_decay"], results["label_smoothing"]) == (0.5, 0.1)
+    assert "random initial" not in caplog.text  # 0.5 over 10 steps keeps 0.1 % of them
     best = torch.load(results["best_checkpoint"], map_location="cpu", weights_only=True)
     averaged, raw = best["state_dict"], best["current_model_state"]
     assert any(not torch.equal(averaged[name], raw[name]) for name in raw if name.startswith("net."))
@@ -89,6 +90,27 @@ def test_averaged_weights_are_validated_checkpointed_and_tested(compose_cfg, tmp
     assert trainer.test(module, datamodule=instantiate(cfg.data), verbose=False)[0]["test/loss"] != pytest.approx(
         results["test/loss"], rel=1e-6
     )
+
+
+def test_short_averaged_run_warns_that_it_keeps_the_initial_weights(compose_cfg, tmp_path, caplog):
+    _train_composed(compose_cfg, tmp_path, "model=ann", "optimizer.ema_decay=0.999", "trainer.fast_dev_run=true")
+    assert "optimizer.ema_decay=0.999 over 1 training steps" in caplog.text
+    assert "keep 100% of the random initial ones at the end; use more steps (>= 4603)" in caplog.text
+
+
+def test_averaged_run_resumes_its_average(compose_cfg, tmp_path):
+    """A resumed run goes on averaging from the stored average, not from the weights it resumes with."""
+    first = _train_composed(compose_cfg, tmp_path, "model=ann", "trainer.max_epochs=2", "optimizer.ema_decay=0.5")
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    stored = torch.load(last, map_location="cpu", weights_only=True)
+    assert stored["averaging_state"]["n_averaged"] == 2 * 5  # one update per step, 5 batches per epoch
+    stored["run_config"]["config"]["trainer"]["max_epochs"] = 3  # as if killed after its second epoch of 3
+    torch.save(stored, last)
+    resumed = _train_composed(compose_cfg, tmp_path, f"ckpt_path={last}")
+    assert (resumed["epochs"], resumed["ema_decay"]) == (3, 0.5)
+    ended = torch.load(last, map_location="cpu", weights_only=True)
+    assert ended["averaging_state"]["n_averaged"] == 3 * 5  # restarted, the average would hold 5 updates
+    assert first["run_dir"] == resumed["run_dir"]
 
 
 def test_hparams_tab_lists_choices_and_metrics(compose_cfg, tmp_path):
