@@ -3,6 +3,10 @@ recurrences through time (`snn.neurons`) and channels-last max-pooling (`snn.poo
 cached by torch (~/.cache/torch_extensions); where that is not possible, or with SNN_KERNELS=0 in the environment,
 the callers run their plain tensor code. SNN_KERNELS=require turns a failed build into an error (CI, where a silent
 fallback would hide broken kernels).
+
+On GPUs the LIF recurrences run as Triton kernels (`snn.triton_kernels`), where Triton imports; SNN_KERNELS=triton
+forces them (also on CPU tensors under TRITON_INTERPRET=1, Triton's interpreter: how CI tests them) and stops with
+one line where they cannot run. `backend` decides which code runs the time loops.
 """
 
 import functools
@@ -14,12 +18,15 @@ from pathlib import Path
 
 import torch
 
+from snn.config import ConfigError
+
 mode = os.environ.get("SNN_KERNELS", "1")
 enabled = mode != "0"
 SOURCES = [
     Path(__file__).with_name("csrc") / name for name in ("bindings.cpp", "sparse_input.cpp", "lif.cpp", "pooling.cpp")
 ]
 FLOAT_OR_BF16 = (torch.float32, torch.bfloat16)  # what the LIF and pooling kernels take (bf16: under autocast)
+TRITON_DTYPES = (*FLOAT_OR_BF16, torch.float16)  # the Triton kernels are generic over the current's type
 log = logging.getLogger(__name__)
 
 
@@ -69,3 +76,58 @@ def usable(*tensors: torch.Tensor, dtypes=(torch.float32,)) -> bool:
         and (torch.bfloat16 in dtypes or not torch.is_autocast_enabled("cpu"))
         and load() is not None
     )
+
+
+@functools.cache
+def _import_triton():
+    """(snn.triton_kernels, None), or (None, why it cannot be imported) on machines without (a working) Triton."""
+    try:
+        from snn import triton_kernels
+
+        return triton_kernels, None
+    except Exception as error:  # ImportError, or a Triton that fails on import
+        return None, f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+
+
+def triton():
+    """snn.triton_kernels, or None with one warning (the neurons then run their tensor code)."""
+    module, reason = _import_triton()
+    if module is None:
+        _warn_no_triton(reason)
+    return module
+
+
+@functools.cache  # once per process
+def _warn_no_triton(reason: str) -> None:
+    warnings.warn(f"Triton unavailable ({reason}): the neurons run as tensor ops per time step on this GPU")
+
+
+def _forced_triton(tensor: torch.Tensor) -> str:
+    """SNN_KERNELS=triton: "triton", or one line saying why it cannot run on `tensor` (never a fallback)."""
+    module, reason = _import_triton()
+    if module is None:
+        raise ConfigError(f"SNN_KERNELS=triton: Triton cannot be imported here ({reason}); unset SNN_KERNELS")
+    device = tensor.device.type
+    if device != "cuda" and not (device == "cpu" and module.INTERPRETED):
+        needs = " without TRITON_INTERPRET=1 (its interpreter)" if device == "cpu" else ""
+        raise ConfigError(f"SNN_KERNELS=triton: Triton cannot run on {device} tensors{needs}; unset SNN_KERNELS")
+    if tensor.dtype not in TRITON_DTYPES:
+        raise ConfigError(f"SNN_KERNELS=triton: the Triton kernels take float32, bfloat16 or float16, not {tensor.dtype}")
+    return "triton"
+
+
+def backend(tensor: torch.Tensor) -> str:
+    """Which code runs the neurons' time loops on `tensor`: "cpp" (csrc/lif.cpp, CPU), "triton" (snn.triton_kernels,
+    CUDA) or "torch" (tensor ops per step, anywhere). The one place that decides."""
+    if mode == "triton":
+        return _forced_triton(tensor)
+    if not enabled:
+        return "torch"
+    if tensor.device.type == "cuda" and tensor.dtype in TRITON_DTYPES:
+        return "triton" if triton() is not None else "torch"
+    return "cpp" if usable(tensor, dtypes=FLOAT_OR_BF16) else "torch"
+
+
+def lif_kernels(name: str):
+    """The module with `lif_forward` and `lif_backward` for a backend "cpp" or "triton"."""
+    return load() if name == "cpp" else triton()

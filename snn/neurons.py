@@ -56,16 +56,18 @@ def _storage_order(x: torch.Tensor) -> list[int]:
 
 
 class _LeakySequence(torch.autograd.Function):
-    """On CPU the time loops run in C++ (`csrc/lif.cpp`), elsewhere as tensor ops per step; same numbers.
+    """The time loops run in C++ on CPU (`csrc/lif.cpp`), in Triton on GPUs (`snn.triton_kernels`), elsewhere as
+    tensor ops per step (`kernels.backend` decides); same numbers.
     `current` is `[steps, ...]`, or `[1, ...]`: one step repeated (direct encoding), whose gradient is the sum over
     time, summed by the kernel as it goes (no `[T, ...]` gradient written and read back)."""
 
     @staticmethod
     def forward(ctx, current, steps: int, beta, threshold: float, zero_reset: bool, surrogate: Surrogate):
         b, shape = float(beta), (steps, *current.shape[1:])
-        if kernels.usable(current, dtypes=kernels.FLOAT_OR_BF16):
+        ctx.backend = kernels.backend(current)
+        if ctx.backend != "torch":
             flat = current.reshape(len(current), -1)
-            spikes, membrane = kernels.load().lif_forward(flat, steps, b, threshold, zero_reset)
+            spikes, membrane = kernels.lif_kernels(ctx.backend).lif_forward(flat, steps, b, threshold, zero_reset)
             spikes, membrane = spikes.view(shape), membrane.view(shape)
         else:
             spikes, membrane = _leaky_loop(current.expand(shape), b, threshold, zero_reset)
@@ -82,11 +84,11 @@ class _LeakySequence(torch.autograd.Function):
         b, threshold, zero_reset = ctx.beta, ctx.threshold, ctx.zero_reset
         sum_in_kernel = ctx.repeated and not ctx.beta_needs_grad  # the decay's gradient needs every step's
         # dL/dU[t] = dL/dS[t] * S'(U[t]) + dL/dU[t] (direct) + beta * keep[t] * dL/dU[t+1]
-        if kernels.usable(membrane, dtypes=kernels.FLOAT_OR_BF16) and ctx.surrogate.kernel_id is not None:
+        if ctx.backend != "torch" and ctx.surrogate.kernel_id is not None:
             T = len(membrane)
             flat = [None if g is None else g.reshape(T, -1) for g in (grad_spikes, grad_membrane)]
             args = (b, threshold, zero_reset, ctx.surrogate.kernel_id, ctx.surrogate.slope, ctx.dtype, sum_in_kernel)
-            grad = kernels.load().lif_backward(*flat, membrane.view(T, -1), *args)
+            grad = kernels.lif_kernels(ctx.backend).lif_backward(*flat, membrane.view(T, -1), *args)
             grad = grad.view(len(grad), *membrane.shape[1:])
         else:
             if grad_spikes is None:
