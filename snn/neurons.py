@@ -87,7 +87,9 @@ class _LeakySequence(torch.autograd.Function):
         if ctx.backend != "torch" and ctx.surrogate.kernel_id is not None:
             T = len(membrane)
             flat = [None if g is None else g.reshape(T, -1) for g in (grad_spikes, grad_membrane)]
-            args = (b, threshold, zero_reset, ctx.surrogate.kernel_id, ctx.surrogate.slope, ctx.dtype, sum_in_kernel)
+            # float32 where the decay's gradient and the sum over time are still to come: bf16 rounds once, at the end
+            dtype = torch.float32 if ctx.beta_needs_grad else ctx.dtype
+            args = (b, threshold, zero_reset, ctx.surrogate.kernel_id, ctx.surrogate.slope, dtype, sum_in_kernel)
             grad = kernels.lif_kernels(ctx.backend).lif_backward(*flat, membrane.view(T, -1), *args)
             grad = grad.view(len(grad), *membrane.shape[1:])
         else:
