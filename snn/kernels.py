@@ -112,7 +112,8 @@ def _forced_triton(tensor: torch.Tensor) -> str:
         needs = " without TRITON_INTERPRET=1 (its interpreter)" if device == "cpu" else ""
         raise ConfigError(f"SNN_KERNELS=triton: Triton cannot run on {device} tensors{needs}; unset SNN_KERNELS")
     if tensor.dtype not in TRITON_DTYPES:
-        raise ConfigError(f"SNN_KERNELS=triton: the Triton kernels take float32, bfloat16 or float16, not {tensor.dtype}")
+        allowed = "float32, bfloat16 or float16"
+        raise ConfigError(f"SNN_KERNELS=triton: the Triton kernels take {allowed} currents, not {tensor.dtype}")
     return "triton"
 
 

@@ -129,8 +129,9 @@ def lif_backward(grad_spikes, grad_membrane, membrane, beta, threshold, zero_res
     gm = None if grad_membrane is None else grad_membrane.to(torch.float32).contiguous()
     grad = torch.empty((1 if sum_over_time else T, E), dtype=dtype, device=membrane.device)
     flags = dict(ZERO_RESET=zero_reset, KIND=kind, HAS_GS=gs is not None, HAS_GM=gm is not None)
+    inputs = (membrane if gs is None else gs, membrane if gm is None else gm, membrane)  # a missing one: never read
     _backward[_grid(E)](
-        grad, membrane if gs is None else gs, membrane if gm is None else gm, membrane, T, E, (T - 1) * E, beta, threshold, slope,
+        grad, *inputs, T, E, (T - 1) * E, beta, threshold, slope,
         SUM_TIME=sum_over_time, BLOCK=BLOCK, **flags, **NO_FUSION,
     )  # fmt: skip
     return grad

@@ -22,10 +22,15 @@ from tests.conftest import ROOT, TINY
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1" and os.environ.get("SNN_KERNELS") == "triton"
 DEVICE = "cpu" if INTERPRETED else "cuda"
-kernel_test = pytest.mark.skipif(
-    not HAS_TRITON or not (INTERPRETED or torch.cuda.is_available()),
-    reason="needs a GPU; test_the_kernels_under_the_interpreter runs it on CPU tensors",
-)
+
+
+def kernel_test(test):
+    """On a GPU, or in the interpreter's process; marked `gpu` outside it (benchmarks/gpu_check.sh selects those)."""
+    runs = HAS_TRITON and (INTERPRETED or torch.cuda.is_available())
+    test = pytest.mark.skipif(not runs, reason="needs a GPU; test_the_kernels_under_the_interpreter runs it on CPU")(test)
+    return test if INTERPRETED else pytest.mark.gpu(test)
+
+
 NEURONS = {"lif": lambda reset, surrogate: LIF(0.85, 0.7, reset, surrogate), "if": lambda r, s: IF(0.7, r, s)}
 NEURONS["plif"] = lambda reset, surrogate: PLIF(0.8, 0.7, reset, surrogate)
 
@@ -69,7 +74,7 @@ def test_kernels_match_the_tensor_code(monkeypatch, neuron, reset, repeated, dty
     torch.manual_seed(0)
     current = torch.randn(1 if repeated else 6, 2, 5, 7, device=DEVICE) * 0.8 + 0.4
     current = current.to(dtype).permute(0, 1, 3, 2)  # not contiguous: run() permutes it back to storage order
-    _assert_agree(NEURONS[neuron](reset, "atan"), current, 6, monkeypatch)
+    _assert_agree(NEURONS[neuron](reset, "atan").to(DEVICE), current, 6, monkeypatch)
 
 
 @kernel_test
