@@ -81,17 +81,18 @@ class SnntorchConvLoopBf16(SnntorchConvLoop):
 
 
 class SpikingJellyConvMultiStep(nn.Module):
-    """SpikingJelly's multi-step mode (torch backend): stateless layers on [T*B, ...], LIFNode over [T, B, ...]; the
-    first conv-BN runs once on the static image and is repeated over time, as in SpikingJelly's own conv examples."""
+    """SpikingJelly's multi-step mode (`backend`: torch, or on a GPU cupy or triton): stateless layers on [T*B, ...],
+    LIFNode over [T, B, ...]; the first conv-BN runs once on the static image and is repeated over time, as in
+    SpikingJelly's own conv examples."""
 
-    def __init__(self, T):
+    def __init__(self, T, backend="torch"):
         super().__init__()
         from spikingjelly.activation_based import layer, neuron, surrogate
 
         self.T = T
         lif = partial(
             neuron.LIFNode, tau=10.0, decay_input=False, v_reset=None, detach_reset=True,
-            surrogate_function=surrogate.ATan(), step_mode="m",
+            surrogate_function=surrogate.ATan(), step_mode="m", backend=backend,
         )  # fmt: skip
         self.static = _conv_bn(1, CHANNELS[0])
         layers = [lif()]

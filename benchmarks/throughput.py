@@ -4,12 +4,12 @@
     python benchmarks/throughput.py --net conv       # the conv SNN of baseline=csnn: direct input, T=4, batch 128
     python benchmarks/throughput.py --device cuda    # the same on a GPU
 
-Compared in one process: this project (fused multi-step LIF, event-driven input products; on CPU in C++, and for
-reference with dense products and with no C++ at all); the usual snnTorch loop (nn.Linear +
-snntorch.Leaky per step); SpikingJelly's multi-step LIFNode (torch backend) when it is installed
-(`pip install -e .[bench]`). All use LIF beta=0.9 (SpikingJelly: tau=10, no input decay), threshold 1,
-subtract reset detached, the atan surrogate, cross-entropy on output spike counts and Adam. The conv rows are
-described in `benchmarks/conv_nets.py`.
+Compared in one process: this project (fused multi-step LIF, event-driven input products; on CPU in C++, on a GPU
+in Triton, and for reference with dense products and with no C++ or Triton kernels at all); the usual snnTorch loop
+(nn.Linear + snntorch.Leaky per step); SpikingJelly's multi-step LIFNode (torch backend; on a GPU also its cupy and
+triton backends where they run) when it is installed (`pip install -e .[bench]`). All use LIF beta=0.9
+(SpikingJelly: tau=10, no input decay), threshold 1, subtract reset detached, the atan surrogate, cross-entropy on
+output spike counts and Adam. The conv rows are described in `benchmarks/conv_nets.py`.
 """
 
 import os
@@ -75,7 +75,7 @@ class SnntorchLoop(nn.Module):
 
 
 class SpikingJellyMultiStep(nn.Module):
-    def __init__(self, T, hidden, direct):
+    def __init__(self, T, hidden, direct, backend="torch"):
         super().__init__()
         from spikingjelly.activation_based import neuron, surrogate
 
@@ -87,6 +87,7 @@ class SpikingJellyMultiStep(nn.Module):
             detach_reset=True,
             surrogate_function=surrogate.ATan(),
             step_mode="m",
+            backend=backend,
         )
         self.encoder = RateEncoder(T)
         self.fc1, self.lif1, self.fc2, self.lif2 = nn.Linear(784, hidden), lif(), nn.Linear(hidden, 10), lif()
@@ -195,6 +196,27 @@ def mlp_candidates(hidden):
     return rows
 
 
+def spikingjelly_gpu_rows(net, hidden, device):
+    """Rows for SpikingJelly's fused GPU backends (cupy, triton), where they are installed and run here."""
+    try:
+        from spikingjelly.activation_based import neuron
+    except ImportError:
+        return []
+    rows = []
+    for backend in ("cupy", "triton"):
+        try:  # each needs its own package (cupy-cuda12x, triton) and a version SpikingJelly supports
+            neuron.LIFNode(step_mode="m", backend=backend).to(device)(torch.zeros(2, 1, 8, device=device))
+        except Exception as error:
+            print(f"SpikingJelly's {backend} backend does not run here: skipped ({type(error).__name__}: {error})")
+            continue
+        name = f"SpikingJelly multi-step, {backend}"
+        if net == "conv":
+            rows.append(("direct", name, partial(conv_nets.SpikingJellyConvMultiStep, backend=backend)))
+        else:
+            rows.append(("rate", name, partial(SpikingJellyMultiStep, hidden=hidden, direct=False, backend=backend)))
+    return rows
+
+
 def load_batches(args, device):
     root = args.data or os.environ.get("SNN_DATA_DIR")
     n = args.batch * 8
@@ -235,6 +257,8 @@ def main():
     else:
         args.T = args.T or 25
         candidates = mlp_candidates(args.hidden)
+    if device.type == "cuda":
+        candidates += spikingjelly_gpu_rows(args.net, args.hidden, device)
 
     candidates = [c for c in candidates if not args.only or args.only in c[1] or c[1] == "snnTorch loop"]
     trainers, memories, peaks = [], [], []
