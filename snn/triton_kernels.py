@@ -6,6 +6,7 @@ step). Same formulas and operation order as the tensor code and csrc/lif.cpp, an
 this module is imported, Triton's interpreter runs the kernels on CPU tensors (how CI tests them).
 """
 
+import contextlib
 import math
 
 import torch
@@ -108,6 +109,11 @@ def _grid(E: int):
     return (max(1, math.ceil(E / BLOCK)),)
 
 
+def _on(device: torch.device):
+    """Launches go to the current CUDA device: make it the tensors' one (cuda:1 in a process that uses cuda:0)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def lif_forward(current: torch.Tensor, T: int, beta: float, threshold: float, zero_reset: bool):
     """current [T or 1, E] (float32 or bf16) -> spikes [T, E] (current's type), membrane [T, E] (float32)."""
     current = current.contiguous()
@@ -115,9 +121,10 @@ def lif_forward(current: torch.Tensor, T: int, beta: float, threshold: float, ze
     spikes = torch.empty((T, E), dtype=current.dtype, device=current.device)
     membrane = torch.empty((T, E), dtype=torch.float32, device=current.device)
     step = 0 if len(current) == 1 else E
-    _forward[_grid(E)](
-        current, membrane, spikes, T, E, step, beta, threshold, ZERO_RESET=zero_reset, BLOCK=BLOCK, **NO_FUSION
-    )
+    with _on(current.device):
+        _forward[_grid(E)](
+            current, membrane, spikes, T, E, step, beta, threshold, ZERO_RESET=zero_reset, BLOCK=BLOCK, **NO_FUSION
+        )
     return spikes, membrane
 
 
@@ -130,8 +137,9 @@ def lif_backward(grad_spikes, grad_membrane, membrane, beta, threshold, zero_res
     grad = torch.empty((1 if sum_over_time else T, E), dtype=dtype, device=membrane.device)
     flags = dict(ZERO_RESET=zero_reset, KIND=kind, HAS_GS=gs is not None, HAS_GM=gm is not None)
     inputs = (membrane if gs is None else gs, membrane if gm is None else gm, membrane)  # a missing one: never read
-    _backward[_grid(E)](
-        grad, *inputs, T, E, (T - 1) * E, beta, threshold, slope,
-        SUM_TIME=sum_over_time, BLOCK=BLOCK, **flags, **NO_FUSION,
-    )  # fmt: skip
+    with _on(membrane.device):
+        _backward[_grid(E)](
+            grad, *inputs, T, E, (T - 1) * E, beta, threshold, slope,
+            SUM_TIME=sum_over_time, BLOCK=BLOCK, **flags, **NO_FUSION,
+        )  # fmt: skip
     return grad

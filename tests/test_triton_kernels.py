@@ -113,6 +113,35 @@ def test_the_kernels_under_the_interpreter():
     assert passed >= 30 and "skipped" not in summary, summary  # every comparison ran
 
 
+@pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed")
+@pytest.mark.skipif(INTERPRETED, reason="the interpreter's run")
+def test_kernels_compile_for_a_gpu_without_fused_multiply_adds():
+    """Compiled for an H100-class GPU (no GPU needed): every surrogate's backward, and a forward pass whose PTX has no
+    fma, which would round u * b + i once where the tensor code and the C++ kernels round twice."""
+    pytest.importorskip("triton.backends.nvidia")
+    from triton import compile
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from snn import triton_kernels as tk
+
+    def build(kernel, signature, **constants):
+        source = ASTSource(kernel, {**signature, **dict.fromkeys(constants, "constexpr")}, constexprs=constants)
+        return compile(source, target=GPUTarget("cuda", 90, 32), options=tk.NO_FUSION).asm["ptx"]
+
+    scalars = {"T": "i32", "E": "i32"}
+    for dtype in ("fp32", "bf16"):
+        pointers = {"I": f"*{dtype}", "U": "*fp32", "S": f"*{dtype}"}
+        arguments = {**pointers, **scalars, "step": "i32", "b": "fp32", "th": "fp32"}
+        ptx = build(tk._forward, arguments, ZERO_RESET=False, BLOCK=tk.BLOCK)
+        assert "fma." not in ptx and "add.rn.f32" in ptx
+    pointers = {"G": "*bf16", "GS": "*bf16", "GM": "*fp32", "U": "*fp32"}
+    arguments = {**pointers, **scalars, "last": "i64", "b": "fp32", "th": "fp32", "slope": "fp32"}
+    for kind in range(5):
+        flags = dict(ZERO_RESET=True, KIND=kind, HAS_GS=True, HAS_GM=True, SUM_TIME=kind % 2 == 0, BLOCK=tk.BLOCK)
+        assert ".entry" in build(tk._backward, arguments, **flags)
+
+
 def test_forced_triton_refuses_where_it_cannot_run(monkeypatch):
     """SNN_KERNELS=triton never falls back: no Triton, or a CPU tensor without the interpreter, is one line."""
     monkeypatch.setattr(kernels, "mode", "triton")
