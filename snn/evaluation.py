@@ -42,21 +42,21 @@ def load_nir_classifier(path: str | Path, T: int | None, encoder: DictConfig | N
     (graphs exported here record them). Returns the module and what evaluate.py reports of it."""
     from hydra.utils import instantiate
 
-    from snn.checkpoints import CONF
     from snn.nir_import import load_nir
 
-    net, info = load_nir(path)
-    stored = dict(info["metadata"].get("encoder") or {})
-    name = stored.pop("name", None)
-    if encoder is None:
-        if not (CONF / "encoder" / f"{name}.yaml").is_file():
-            raise ConfigError(f"{path}: its metadata names no encoder; give one: encoder=rate|latency|direct")
-        encoder = OmegaConf.merge(OmegaConf.load(CONF / "encoder" / f"{name}.yaml"), stored)
-    T = T or info["metadata"].get("T")
+    net, info = load_nir(path)  # checks the metadata: the stored encoder is one of ours, its arguments plain values
+    T = T or info["T"]
     if T is None:
         raise ConfigError(f"{path}: its metadata records no T; give one: T=<time steps>")
-    module = Classifier(net, instantiate(OmegaConf.merge(encoder, {"T": T})), {})
-    encoder_name = encoder._target_.rsplit(".", 1)[-1].removesuffix("Encoder").lower()
+    if encoder is not None:  # the user's own config group
+        built = instantiate(OmegaConf.merge(encoder, {"T": T}))
+    elif info["encoder"] is not None:
+        cls, kwargs = info["encoder"]
+        built = cls(T=T, **kwargs)
+    else:
+        raise ConfigError(f"{path}: its metadata names no encoder; give one: encoder=rate|latency|direct")
+    module = Classifier(net, built, {})
+    encoder_name = type(built).__name__.removesuffix("Encoder").lower()
     described = {
         "model": "nir",
         "neuron": "from the graph",
