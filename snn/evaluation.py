@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from snn.checkpoints import CheckpointError, read_checkpoint
+from snn.checkpoints import CheckpointError, check_time_steps, read_checkpoint
 from snn.classifier import Classifier
 from snn.config import ConfigError, validate
 from snn.data import MNISTDataModule, load_mnist
@@ -67,9 +67,12 @@ def load_nir_classifier(path: str | Path, T: int | None, encoder: DictConfig | N
     return module.eval(), described
 
 
-def load_model(path: str | Path, T: int | None, encoder: DictConfig | None) -> tuple[Classifier, dict]:
+def load_model(
+    path: str | Path, T: int | None, encoder: DictConfig | None, batch: int = 1
+) -> tuple[Classifier, dict]:
     """A checkpoint of train.py or a .nir graph, and the choices a reader of the evaluation needs (as training's
-    results.json records them: baselines with T=1 and no encoder; the precision it was trained and tested in)."""
+    results.json records them: baselines with T=1 and no encoder; the precision it was trained and tested in).
+    `batch`: the images it will see at once; a T whose activity cannot fit in memory for it is refused."""
     if str(path).endswith(".nir"):
         module, described = load_nir_classifier(path, T, encoder)
     else:
@@ -77,6 +80,10 @@ def load_model(path: str | Path, T: int | None, encoder: DictConfig | None) -> t
             raise ConfigError("encoder= is for .nir graphs: a checkpoint's encoder comes from its run config")
         module, cfg = load_classifier(path, T)
         described = describe(cfg, module.run_config.get("choices", {}), module.spiking)
+    if module.spiking:  # the units one step holds: the input and every layer's neurons, counted on one image
+        with torch.no_grad():
+            _, trace = module.net(torch.zeros(1, 1, 1, 28, 28), trace=True)
+        check_time_steps(path, int(described["T"]), batch, 784 + sum(s[0, 0].numel() for s in trace.spikes))
     return module, {
         "checkpoint": str(path),
         **{key: described[key] for key in ("model", "neuron", "encoder", "T", "precision")},

@@ -1,9 +1,16 @@
-"""Checks of what a .nir file declares, made before its arrays are used: a graph's metadata is data, read as plain
-values (never passed to Hydra), and its encoder can only be one of this project's own (conf/encoder/*.yaml)."""
+"""Checks of what a .nir file declares, made before its arrays are read or used: the arrays' declared sizes (HDF5
+keeps shapes apart from the data, and gzip lets a small file declare a huge array), their values (finite), and the
+graph's metadata, which is data: read as plain values (never passed to Hydra), its encoder only one of this project's
+own (conf/encoder/*.yaml)."""
 
 import functools
 import inspect
 import math
+from pathlib import Path
+
+import h5py
+import nir
+import numpy as np
 
 from hydra.utils import get_class
 from omegaconf import OmegaConf
@@ -11,6 +18,35 @@ from omegaconf import OmegaConf
 from snn.checkpoints import CONF
 from snn.config import ConfigError
 from snn.nir_graph import NIRError
+
+
+MAX_BYTES = 2**30  # of declared arrays in one graph: ~40x the largest model here (csnn_wide), far above MNIST nets
+PARAMETERS = ("weight", "bias", "tau", "r", "v_leak", "v_threshold", "v_reset")
+
+
+def check_declared_sizes(path: Path) -> None:
+    """Before nir.read reads any array: the bytes every dataset declares, each and in all, at most MAX_BYTES."""
+    datasets = []
+    with h5py.File(path, "r") as file:
+        file.visititems(lambda name, obj: datasets.append((name, obj.shape, obj.size * obj.dtype.itemsize))
+                        if isinstance(obj, h5py.Dataset) else None)  # fmt: skip
+    total = sum(size for _, _, size in datasets)
+    if total > MAX_BYTES:
+        name, shape, size = max(datasets, key=lambda d: d[2])
+        raise NIRError(
+            f"refused, its arrays declare {total / 2**30:.1f} GiB (the largest, {name}, has shape {list(shape)}); a "
+            f"graph may hold at most {MAX_BYTES / 2**30:.0f} GiB"
+        )
+
+
+def check_finite(graph: nir.NIRGraph) -> None:
+    """Weights and neuron parameters are finite numbers: a NaN or infinite one (tau=inf, a NaN weight) would make
+    every prediction meaningless without an error."""
+    for name, node in graph.nodes.items():
+        for field in PARAMETERS:
+            value = getattr(node, field, None)
+            if value is not None and not np.isfinite(np.asarray(value, dtype=np.float64)).all():
+                raise NIRError(f"node {name!r}: {field} holds NaN or infinite values")
 
 
 @functools.cache
