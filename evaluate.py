@@ -32,7 +32,8 @@ def main(cfg: DictConfig) -> None:
         if cfg.ckpt is None:
             raise ConfigError("ckpt is required: ckpt=outputs/<run>/checkpoints/best.ckpt")
         torch.manual_seed(cfg.seed)
-        module, info = load_model(cfg.ckpt, cfg.T, cfg.get("encoder"))
+        single = cfg.image is not None or cfg.sample is not None  # images are classified one at a time
+        module, info = load_model(cfg.ckpt, cfg.T, cfg.get("encoder"), 1 if single else cfg.data.batch_size)
         if cfg.image is not None or cfg.sample is not None:
             results = (
                 classify_files(module, Path(cfg.image), out_dir)

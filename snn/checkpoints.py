@@ -1,15 +1,24 @@
 """Checkpoints are data. They are read with torch's weights-only unpickler (tensors and plain containers, nothing
-that runs code), and the run config stored in them may name only the classes the project's own config files build.
+that runs code), memory-mapped (nothing is allocated while reading), and the run config stored in them may name only
+the classes the project's own config files build. Before any weight is used, the stored config is checked as a
+training run's would be, and the file's tensors against the model that config describes (built on the meta device:
+shapes, no memory).
 """
 
 import functools
+import os
 import pickle
+import zipfile
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+GROUPS = ("model", "neuron", "encoder", "data", "optimizer", "trainer")  # what rebuilding and describing a run read
+STATE_FACTOR = 8  # weights, Adam's two moments, an EMA copy, metric states: a checkpoint holds well under 8x the model
 
 
 class CheckpointError(ValueError):
@@ -48,25 +57,141 @@ def foreign_targets(config) -> list[str]:
     return []
 
 
+def available_memory() -> int:
+    """Bytes this machine can still allocate (MemAvailable), else its physical memory."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            return next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_time_steps(source, T: int, batch: int, units: int) -> None:
+    """Refuse a T whose inputs and spikes cannot fit in memory: T x batch x units float32 values, twice (the encoded
+    input and the recorded spikes and membranes), against the memory available."""
+    need = 2 * 4 * T * batch * units
+    if need > available_memory():
+        raise CheckpointError(
+            f"{source}: T={T} needs about {_gib(need)} for a batch of {batch} ({units} inputs and neurons per step), "
+            f"more than the {_gib(available_memory())} of memory available; give a smaller T=<time steps>"
+        )
+
+
+def _gib(size: float) -> str:
+    return f"{size / 2**30:.1f} GiB" if size >= 2**28 else f"{size / 2**20:.1f} MiB"
+
+
+def _stored_bytes(path: Path) -> int:
+    """The bytes of tensor data the file holds, from its zip directory; compressed entries are refused: torch writes
+    none, and a compressed entry can expand to far more than the file (2 GiB from 2 MB)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
+    compressed = [e.filename for e in entries if e.compress_type != zipfile.ZIP_STORED]
+    if compressed:
+        raise CheckpointError(
+            f"{path}: refused, its entry {compressed[0]} is compressed (torch writes checkpoints uncompressed; "
+            "a compressed entry can expand to far more than the file)"
+        )
+    return sum(e.file_size for e in entries if "/data/" in e.filename)
+
+
+def _leaves(node, key=""):
+    """(dotted key, value) of every leaf of a stored config."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _leaves(v, f"{key}[{i}]")
+    else:
+        yield key, node
+
+
+def check_run_config(path: Path, run_config) -> None:
+    """The stored config and choices are plain data, complete, and build nothing but the project's classes."""
+    if not isinstance(run_config, dict) or not isinstance(run_config.get("config"), dict):
+        raise CheckpointError(f"{path}: not a checkpoint written by train.py (it holds no run config)")
+    config, choices = run_config["config"], run_config.get("choices", {})
+    if not isinstance(choices, dict) or not all(isinstance(v, (str, type(None))) for v in choices.values()):
+        raise CheckpointError(f"{path}: its stored choices are not a mapping of config groups to names")
+    missing = [group for group in GROUPS if not isinstance(config.get(group), dict)]
+    if missing:
+        raise CheckpointError(f"{path}: its run config lacks the config group {missing[0]!r}")
+    T = config.get("T")
+    if not (isinstance(T, int) and not isinstance(T, bool) and T >= 1):
+        raise CheckpointError(f"{path}: its stored config: T={T!r} is not allowed: an integer >= 1")
+    for key, value in _leaves(config):
+        if not isinstance(value, (str, int, float, bool, type(None))):
+            raise CheckpointError(f"{path}: its run config's {key} is a {type(value).__name__}, not a plain value")
+        if isinstance(value, str) and "${" in value:  # resolving it would read the environment or other keys
+            raise CheckpointError(
+                f"{path}: refused, its run config's {key}={value!r} is an interpolation; stored configs hold plain "
+                "values only"
+            )
+    foreign = foreign_targets(config)
+    if foreign:
+        raise CheckpointError(
+            f"{path}: refused, its run config would build {foreign[0]!r}, which is not one of this project's classes"
+        )
+
+
+def check_state(path: Path, checkpoint: dict, stored_bytes: int) -> None:
+    """Validate the stored config as train.py would, build its model on the meta device (no memory), and compare the
+    file's tensors with it: their sizes, their shapes, and that the network's weights are finite."""
+    from omegaconf import OmegaConf
+
+    from snn.config import ConfigError, validate
+    from snn.training import build_classifier
+
+    cfg = OmegaConf.create(checkpoint["run_config"]["config"])
+    try:
+        with torch.device("meta"):
+            validate(cfg)
+            expected = build_classifier(cfg, checkpoint["run_config"].get("choices", {})).state_dict()
+    except ConfigError as error:
+        raise CheckpointError(f"{path}: its stored config: {error}") from None
+    model_bytes = sum(t.numel() * t.element_size() for t in expected.values())
+    if model_bytes > available_memory():
+        raise CheckpointError(
+            f"{path}: its config describes a model of {_gib(model_bytes)}, more than the {_gib(available_memory())} "
+            "of memory available"
+        )
+    if stored_bytes > STATE_FACTOR * model_bytes + 2**20:
+        raise CheckpointError(
+            f"{path}: refused, it holds {_gib(stored_bytes)} of tensors where the model its config describes has "
+            f"{_gib(model_bytes)}"
+        )
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise CheckpointError(f"{path}: it holds no state_dict of tensors")
+    for key, tensor in state.items():
+        if key in expected and tensor.shape != expected[key].shape:
+            raise CheckpointError(
+                f"{path}: weights do not fit the stored config ({key} has shape {list(tensor.shape)}, the config's "
+                f"model {list(expected[key].shape)})"
+            )
+        if key.startswith("net.") and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{path}: refused, its weights {key} hold NaN or infinite values")
+
+
 def read_checkpoint(path: str | Path) -> dict:
-    """The checkpoint as a dict (weights on the CPU) after the checks above; CheckpointError otherwise."""
+    """The checkpoint as a dict (weights on the CPU, memory-mapped) after the checks above; CheckpointError
+    otherwise."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    stored_bytes = _stored_bytes(path)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError:
         raise CheckpointError(
             f"{path}: refused, it holds objects other than tensors and plain containers (loading them could run code)"
         ) from None
     except Exception as error:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
-    run_config = checkpoint.get("run_config") if isinstance(checkpoint, dict) else None
-    if not isinstance(run_config, dict) or not isinstance(run_config.get("config"), dict):
-        raise CheckpointError(f"{path}: not a checkpoint written by train.py (it holds no run config)")
-    foreign = foreign_targets(run_config["config"])
-    if foreign:
-        raise CheckpointError(
-            f"{path}: refused, its run config would build {foreign[0]!r}, which is not one of this project's classes"
-        )
+    check_run_config(path, checkpoint.get("run_config") if isinstance(checkpoint, dict) else None)
+    check_state(path, checkpoint, stored_bytes)
     return checkpoint

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from snn.checkpoints import CheckpointError, read_checkpoint
+from snn.checkpoints import CheckpointError, check_time_steps, read_checkpoint
 from snn.classifier import Classifier
 from snn.config import ConfigError, validate
 from snn.data import MNISTDataModule, load_mnist
@@ -42,21 +42,21 @@ def load_nir_classifier(path: str | Path, T: int | None, encoder: DictConfig | N
     (graphs exported here record them). Returns the module and what evaluate.py reports of it."""
     from hydra.utils import instantiate
 
-    from snn.checkpoints import CONF
     from snn.nir_import import load_nir
 
-    net, info = load_nir(path)
-    stored = dict(info["metadata"].get("encoder") or {})
-    name = stored.pop("name", None)
-    if encoder is None:
-        if not (CONF / "encoder" / f"{name}.yaml").is_file():
-            raise ConfigError(f"{path}: its metadata names no encoder; give one: encoder=rate|latency|direct")
-        encoder = OmegaConf.merge(OmegaConf.load(CONF / "encoder" / f"{name}.yaml"), stored)
-    T = T or info["metadata"].get("T")
+    net, info = load_nir(path)  # checks the metadata: the stored encoder is one of ours, its arguments plain values
+    T = T or info["T"]
     if T is None:
         raise ConfigError(f"{path}: its metadata records no T; give one: T=<time steps>")
-    module = Classifier(net, instantiate(OmegaConf.merge(encoder, {"T": T})), {})
-    encoder_name = encoder._target_.rsplit(".", 1)[-1].removesuffix("Encoder").lower()
+    if encoder is not None:  # the user's own config group
+        built = instantiate(OmegaConf.merge(encoder, {"T": T}))
+    elif info["encoder"] is not None:
+        cls, kwargs = info["encoder"]
+        built = cls(T=T, **kwargs)
+    else:
+        raise ConfigError(f"{path}: its metadata names no encoder; give one: encoder=rate|latency|direct")
+    module = Classifier(net, built, {})
+    encoder_name = type(built).__name__.removesuffix("Encoder").lower()
     described = {
         "model": "nir",
         "neuron": "from the graph",
@@ -67,9 +67,12 @@ def load_nir_classifier(path: str | Path, T: int | None, encoder: DictConfig | N
     return module.eval(), described
 
 
-def load_model(path: str | Path, T: int | None, encoder: DictConfig | None) -> tuple[Classifier, dict]:
+def load_model(
+    path: str | Path, T: int | None, encoder: DictConfig | None, batch: int = 1
+) -> tuple[Classifier, dict]:
     """A checkpoint of train.py or a .nir graph, and the choices a reader of the evaluation needs (as training's
-    results.json records them: baselines with T=1 and no encoder; the precision it was trained and tested in)."""
+    results.json records them: baselines with T=1 and no encoder; the precision it was trained and tested in).
+    `batch`: the images it will see at once; a T whose activity cannot fit in memory for it is refused."""
     if str(path).endswith(".nir"):
         module, described = load_nir_classifier(path, T, encoder)
     else:
@@ -77,6 +80,10 @@ def load_model(path: str | Path, T: int | None, encoder: DictConfig | None) -> t
             raise ConfigError("encoder= is for .nir graphs: a checkpoint's encoder comes from its run config")
         module, cfg = load_classifier(path, T)
         described = describe(cfg, module.run_config.get("choices", {}), module.spiking)
+    if module.spiking:  # the units one step holds: the input and every layer's neurons, counted on one image
+        with torch.no_grad():
+            _, trace = module.net(torch.zeros(1, 1, 1, 28, 28), trace=True)
+        check_time_steps(path, int(described["T"]), batch, 784 + sum(s[0, 0].numel() for s in trace.spikes))
     return module, {
         "checkpoint": str(path),
         **{key: described[key] for key in ("model", "neuron", "encoder", "T", "precision")},

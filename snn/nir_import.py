@@ -24,6 +24,7 @@ from torch import nn
 
 from snn.architectures import READOUTS, SpikingNet
 from snn.neurons import IF, LIF
+from snn.nir_checks import check_declared_sizes, check_finite, stored_encoder, stored_T
 from snn.nir_graph import DT, NIRError
 
 LAYERS = (nir.Affine, nir.Linear, nir.Conv2d, nir.AvgPool2d, nir.SumPool2d, nir.Flatten)
@@ -175,7 +176,11 @@ def from_nir(graph: nir.NIRGraph, dt: float | None = None, readout: str | None =
     `dt`: seconds per step (default: the graph's metadata, else 1e-4); `readout`: spike_count | membrane (default:
     membrane when the last neuron is an LI, else the graph's metadata, else spike_count)."""
     metadata = graph.metadata if isinstance(graph.metadata, dict) else {}
-    dt = float(dt if dt is not None else metadata.get("dt", DT))
+    dt = dt if dt is not None else metadata.get("dt", DT)
+    if not (isinstance(dt, (int, float, np.floating)) and np.isfinite(dt) and dt > 0):
+        raise NIRError(f"dt={dt!r} is not allowed: a finite number of seconds > 0")
+    dt = float(dt)
+    check_finite(graph)
     nodes = chain(graph)
     stages, neurons, layers = [], [], []
     (input_node,) = (n for n in graph.nodes.values() if isinstance(n, nir.Input))
@@ -223,24 +228,29 @@ def _plain(value):
 
 
 def load_nir(path: str | Path) -> tuple[NIRNet, dict]:
-    """Read a .nir file and build its network; `info`: the file, readout, dt, input shape, node types and the
-    graph's metadata (T, encoder, ... when exported here). NIRError, one line naming the file, on any failure."""
+    """Read a .nir file and build its network; `info`: the file, readout, dt, input shape, node types, the graph's
+    metadata, and its checked T and encoder (None where it records none). NIRError, one line naming the file, on any
+    failure."""
     path = Path(path)
     if not path.is_file():
         raise NIRError(f"{path}: no such NIR file")
     try:
+        check_declared_sizes(path)
         graph = nir.read(path)  # HDF5: data only, and only NIR's own node types are built from it
+    except NIRError as error:
+        raise NIRError(f"{path}: {error}") from None
     except Exception as error:  # h5py and nir raise many kinds (OSError, KeyError, AssertionError, ValueError, ...)
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise NIRError(f"{path}: not a readable NIR file ({reason})") from None
+    metadata = _plain(graph.metadata if isinstance(graph.metadata, dict) else {})
     try:
+        encoder, T = stored_encoder(metadata), stored_T(metadata)  # metadata is data: checked plain values only
         net = from_nir(graph)
     except NIRError as error:
         raise NIRError(f"{path}: {error}") from None
     except Exception as error:  # a malformed node the checks above did not foresee: still one line naming the file
         reason = (str(error).splitlines() or [""])[0]
         raise NIRError(f"{path}: cannot be built ({type(error).__name__}: {reason})") from None
-    metadata = _plain(graph.metadata if isinstance(graph.metadata, dict) else {})
     info = {
         "file": str(path),
         "readout": net.readout,
@@ -248,5 +258,7 @@ def load_nir(path: str | Path) -> tuple[NIRNet, dict]:
         "input_shape": [int(d) for d in np.asarray(next(iter(graph.inputs.values())).input_type["input"])],
         "nodes": [type(node).__name__ for _, node in chain(graph)],
         "metadata": metadata,
+        "T": T,
+        "encoder": encoder,  # (the project's encoder class, its arguments but T), or None
     }
     return net, info
