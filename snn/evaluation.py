@@ -17,7 +17,8 @@ from snn.config import ConfigError, validate
 from snn.data import MNISTDataModule, load_mnist
 from snn.digits import image_files, load_digit
 from snn.plots import confusion_figure, inference_figure, save
-from snn.training import build_classifier, describe
+from snn.run_identity import identity
+from snn.training import build_classifier
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,14 @@ def load_model(path: str | Path, T: int | None, encoder: DictConfig | None) -> t
         if encoder is not None:
             raise ConfigError("encoder= is for .nir graphs: a checkpoint's encoder comes from its run config")
         module, cfg = load_classifier(path, T)
-        described = describe(cfg, module.run_config.get("choices", {}), module.spiking)
+        run = identity(OmegaConf.to_container(cfg, resolve=True), module.run_config.get("choices", {}), module.spiking)
+        described = {  # as results.json records them: baselines with T=1 and no neuron or encoder
+            "model": run.get("model", "?"),
+            "neuron": run.get("neuron", "none"),
+            "encoder": run.get("encoder", "none"),
+            "T": run.get("T", 1),
+            "precision": str(run.get("trainer.precision", "32-true")),
+        }
     return module, {
         "checkpoint": str(path),
         **{key: described[key] for key in ("model", "neuron", "encoder", "T", "precision")},
