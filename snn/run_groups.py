@@ -12,7 +12,7 @@ from snn.uncertainty import Summary, summarize
 # count too, so that a run stopped early is not averaged with finished ones.
 GROUP_KEYS = tuple(key for key in COMPARABLE_KEYS if key != "seed") + ("epochs",)
 # Choices recorded only since they were added: a results.json without one ran without the feature.
-ADDED_LATER = {"label_smoothing": 0.0, "ema_decay": 0.0}
+ADDED_LATER = {"label_smoothing": 0.0, "ema_decay": 0.0, "data": "mnist"}
 
 
 class SelectionError(ValueError):
