@@ -9,8 +9,8 @@ from snn.run_identity import identity_of
 from snn.uncertainty import Summary, summarize
 
 # results.json files from before the whole config was recorded hold a fixed set of choices at their top level; the
-# last two were added to it later, and a file without them ran without the feature.
-LEGACY_DEFAULTS = {"label_smoothing": 0.0, "ema_decay": 0.0}
+# others were added to it later, and a file without one ran without the feature (on MNIST, before the data group).
+LEGACY_DEFAULTS = {"label_smoothing": 0.0, "ema_decay": 0.0, "data": "mnist"}
 
 
 class SelectionError(ValueError):

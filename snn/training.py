@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
@@ -83,13 +83,36 @@ def resume_point(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict, str]
     return resumed, stored.get("choices", {}), str(path)
 
 
+def data_class(cfg: DictConfig) -> type:
+    """The data module class the run config names (every older run config names snn.data.MNISTDataModule). A stored
+    config reaches here only after snn.checkpoints has refused any class that is not the project's."""
+    target = cfg.data.get("_target_")
+    try:
+        found = get_class(target)
+    except Exception:  # noqa: BLE001 - Hydra raises ImportError, ValueError or its own errors for a bad name
+        found = None
+    if not all(hasattr(found, key) for key in ("input_shape", "num_classes", "class_names")):
+        raise ConfigError(
+            f"data._target_={target!r} is not allowed: a data module class that says its input_shape, num_classes "
+            "and class_names, e.g. snn.data.MNISTDataModule"
+        )
+    return found
+
+
+def build_model(cfg: DictConfig) -> torch.nn.Module:
+    """The network, sized by the data it is trained on (nanoGPT-style: the model reads its sizes from the data)."""
+    data = data_class(cfg)
+    return instantiate(cfg.model, input_shape=list(data.input_shape), num_classes=data.num_classes)
+
+
 def build_classifier(cfg: DictConfig, choices: dict) -> Classifier:
     """The LightningModule of a run config; the config travels in every checkpoint so the run can be rebuilt."""
-    net = instantiate(cfg.model)
+    net = build_model(cfg)
     encoder = instantiate(cfg.encoder) if net.spiking else None
     run_config = {"config": OmegaConf.to_container(cfg, resolve=True), "choices": choices}
     loss = OmegaConf.to_container(cfg.loss, resolve=True) if "loss" in cfg else {}  # older run configs have none
-    return Classifier(net, encoder, OmegaConf.to_container(cfg.optimizer, resolve=True), run_config, loss)
+    optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    return Classifier(net, encoder, optimizer, run_config, loss, dataset=data_class(cfg))
 
 
 def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
