@@ -74,9 +74,10 @@ def _run(script, *args, cwd, data_root):
 @pytest.mark.slow
 def test_fashion_mnist_trains_records_and_is_evaluated_on_fashion_mnist(tmp_path):
     fashion = make_tiny_mnist(tmp_path / "fashion", folder="FashionMNIST")  # no MNIST/ beside it
-    overrides = ["data=fashion_mnist", *TINY, "T=2", "model.hidden_sizes=[16]", "trainer.max_epochs=1", "neuron.reset=zero"]
     run = tmp_path / "run"
-    trained = _run("train.py", *overrides, "data.download=false", f"hydra.run.dir={run}", cwd=tmp_path, data_root=fashion)
+    overrides = ["data=fashion_mnist", *TINY, "T=2", "model.hidden_sizes=[16]", "trainer.max_epochs=1"]
+    overrides += ["neuron.reset=zero", "data.download=false", f"hydra.run.dir={run}"]  # reset=zero: NIR-exportable
+    trained = _run("train.py", *overrides, cwd=tmp_path, data_root=fashion)
     assert trained.returncode == 0, trained.stderr[-2000:]
     results = json.loads((run / "results.json").read_text())
     assert results["data"] == "fashion_mnist" and results["test/acc"] is not None
