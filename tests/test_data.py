@@ -128,3 +128,10 @@ def test_checkpoint_of_a_run_before_the_data_group_still_evaluates(tmp_path, mni
     assert info["data"] == "mnist" and module.dataset is MNISTDataModule
     tested = evaluate_test_set(module, str(mnist_root), 16, tmp_path, repeats=1, seed=0, download=False)
     assert len(tested["confusion_matrix"]) == 10 and 0 <= tested["test/acc"] <= 1
+
+
+def test_a_data_target_that_is_no_data_module_is_refused_in_one_line(compose_cfg):
+    from snn.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match=r"^data._target_='os.system' is not allowed: a data module class that"):
+        validate(compose_cfg("data._target_=os.system"))
