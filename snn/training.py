@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
@@ -87,11 +87,11 @@ def data_class(cfg: DictConfig) -> type:
     """The data module class the run config names (every older run config names snn.data.MNISTDataModule). A stored
     config reaches here only after snn.checkpoints has refused any class that is not the project's."""
     target = cfg.data.get("_target_")
-    try:
-        found = get_class(target)
-    except Exception:  # noqa: BLE001 - Hydra raises ImportError, ValueError or its own errors for a bad name
+    try:  # a partial builds nothing; Hydra's get_class would log its own error line before ours
+        found = instantiate({"_target_": target, "_partial_": True}).func
+    except Exception:  # noqa: BLE001 - Hydra raises its own errors for a name it cannot import
         found = None
-    if not all(hasattr(found, key) for key in ("input_shape", "num_classes", "class_names")):
+    if not isinstance(found, type) or not all(hasattr(found, k) for k in ("input_shape", "num_classes", "class_names")):
         raise ConfigError(
             f"data._target_={target!r} is not allowed: a data module class that says its input_shape, num_classes "
             "and class_names, e.g. snn.data.MNISTDataModule"

@@ -9,7 +9,7 @@ from snn.config import ConfigError, validate
 from snn.training import build_model
 from tests.conftest import CONF, ROOT
 
-GROUPS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml")) for group in ("model", "neuron", "encoder", "data")}
+GROUPS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in ("model", "neuron", "encoder", "data")}
 PRESETS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml")) for group in ("baseline", "experiment")}
 
 

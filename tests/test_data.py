@@ -65,16 +65,17 @@ def test_results_written_before_the_data_group_count_as_mnist(tmp_path, compose_
 
 def _run(script, *args, cwd, data_root):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SNN_DATA_DIR": str(data_root)}
-    command = [sys.executable, str(ROOT / script), *args]
+    command = [sys.executable, *(["-m"] if script == "-m" else [str(ROOT / script)]), *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.slow
 def test_fashion_mnist_trains_records_and_is_evaluated_on_fashion_mnist(tmp_path):
     fashion = make_tiny_mnist(tmp_path / "fashion", folder="FashionMNIST")  # no MNIST/ beside it
-    overrides = ["data=fashion_mnist", *TINY, "T=2", "model.hidden_sizes=[16]", "trainer.max_epochs=1"]
     run = tmp_path / "run"
-    trained = _run("train.py", *overrides, "data.download=false", f"hydra.run.dir={run}", cwd=tmp_path, data_root=fashion)
+    overrides = ["data=fashion_mnist", *TINY, "T=2", "model.hidden_sizes=[16]", "trainer.max_epochs=1"]
+    overrides += ["neuron.reset=zero", "data.download=false", f"hydra.run.dir={run}"]  # reset=zero: NIR-exportable
+    trained = _run("train.py", *overrides, cwd=tmp_path, data_root=fashion)
     assert trained.returncode == 0, trained.stderr[-2000:]
     results = json.loads((run / "results.json").read_text())
     assert results["data"] == "fashion_mnist" and results["test/acc"] is not None
@@ -89,6 +90,16 @@ def test_fashion_mnist_trains_records_and_is_evaluated_on_fashion_mnist(tmp_path
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["data"] == "fashion_mnist" and list(metrics["per_class_acc"])[0] == "T-shirt/top"
     assert torch.tensor(metrics["confusion_matrix"]).sum() == 32  # the tiny FashionMNIST test set
+
+    # Its NIR graph records the dataset, and is tested on it too.
+    exported = _run("-m", "snn.export", f"ckpt={checkpoint}", cwd=ROOT, data_root=fashion)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    graph, before = run / "export" / "best.nir", set((run / "eval").iterdir())
+    evaluated = _run("evaluate.py", f"ckpt={graph}", "repeats=1", cwd=tmp_path, data_root=fashion)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    (out,) = set((run / "eval").iterdir()) - before
+    nir_metrics = json.loads((out / "metrics.json").read_text())
+    assert nir_metrics["data"] == "fashion_mnist" and nir_metrics["test/acc"] == metrics["test/acc"]
 
     mnist_only = make_tiny_mnist(tmp_path / "mnist")
     refused = _run(
@@ -115,3 +126,10 @@ def test_checkpoint_of_a_run_before_the_data_group_still_evaluates(tmp_path, mni
     assert info["data"] == "mnist" and module.dataset is MNISTDataModule
     tested = evaluate_test_set(module, str(mnist_root), 16, tmp_path, repeats=1, seed=0, download=False)
     assert len(tested["confusion_matrix"]) == 10 and 0 <= tested["test/acc"] <= 1
+
+
+def test_a_data_target_that_is_no_data_module_is_refused_in_one_line(compose_cfg):
+    from snn.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match=r"^data._target_='os.system' is not allowed: a data module class that"):
+        validate(compose_cfg("data._target_=os.system"))
