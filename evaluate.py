@@ -38,15 +38,16 @@ def main(cfg: DictConfig) -> None:
             results = (
                 classify_files(module, Path(cfg.image), out_dir)
                 if cfg.image is not None
-                else classify_test_sample(module, cfg.data.root, cfg.sample, out_dir, cfg.seed)
+                else classify_test_sample(module, cfg.data.root, cfg.sample, out_dir, cfg.seed, cfg.data.download)
             )
             write_json(out_dir / "predictions.json", {**info, "predictions": results})
             print("\n".join(map(prediction_line, results)))
         else:
             repeats = cfg.repeats or default_repeats(module)
             info["precision"] = cfg.precision or info["precision"]
+            data = cfg.data
             tested = evaluate_test_set(
-                module, cfg.data.root, cfg.data.batch_size, out_dir, repeats, cfg.seed, info["precision"]
+                module, data.root, data.batch_size, out_dir, repeats, cfg.seed, info["precision"], data.download
             )
             write_json(out_dir / "metrics.json", {**info, **tested})
             print(test_set_summary({**info, **tested}))

@@ -12,8 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from snn.architectures import SpikingCNN
+from snn.data import MNISTDataModule
 from snn.encoders import DirectEncoder
 from snn.neurons import LIF
+
+SIZES = {"input_shape": MNISTDataModule.input_shape, "num_classes": MNISTDataModule.num_classes}
 
 CHANNELS, HIDDEN = (32, 64, 128), 128
 
@@ -22,7 +25,7 @@ class OursConv(nn.Module):
     def __init__(self, T, sparse_input="auto"):
         super().__init__()
         self.encoder = DirectEncoder(T)
-        self.net = SpikingCNN(partial(LIF, beta=0.9), CHANNELS, HIDDEN, sparse_input=sparse_input)
+        self.net = SpikingCNN(partial(LIF, beta=0.9), CHANNELS, HIDDEN, sparse_input=sparse_input, **SIZES)
 
     def forward(self, images):
         return self.net(self.encoder(images))

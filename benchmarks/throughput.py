@@ -31,16 +31,18 @@ from torch import nn
 
 from snn import kernels
 from snn.architectures import SpikingMLP
-from snn.data import load_mnist
+from snn.data import MNISTDataModule, load_mnist
 from snn.encoders import DirectEncoder, RateEncoder
 from snn.neurons import LIF
+
+SIZES = {"input_shape": MNISTDataModule.input_shape, "num_classes": MNISTDataModule.num_classes}
 
 
 class Ours(nn.Module):
     def __init__(self, T, hidden, direct, sparse_input="auto"):
         super().__init__()
         self.encoder = DirectEncoder(T) if direct else RateEncoder(T)
-        self.net = SpikingMLP(partial(LIF, beta=0.9), [hidden], sparse_input=sparse_input)
+        self.net = SpikingMLP(partial(LIF, beta=0.9), [hidden], sparse_input=sparse_input, **SIZES)
 
     def forward(self, images):
         return self.net(self.encoder(images))

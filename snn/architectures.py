@@ -2,10 +2,12 @@
 
 Spiking nets are a chain of stages: a stage's stateless layers (Linear or Conv2d + BatchNorm, with any pooling
 before them) run once on the time-flattened `[T*B, ...]` batch, then its spiking neuron runs over `[T, B, ...]`.
-Non-spiking baselines (`spiking = False`) take the plain `[B, ...]` image.
+Non-spiking baselines (`spiking = False`) take the plain `[B, ...]` image. Every model is told the shape of its
+input and the number of classes by the data module (snn/data.py) it is trained on.
 """
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -55,7 +57,7 @@ class SpikingNet(nn.Module):
 
 
 class SpikingMLP(SpikingNet):
-    """784 -> hidden... -> 10, every Linear followed by a spiking neuron (output layer included).
+    """input -> hidden... -> classes, every Linear followed by a spiking neuron (output layer included).
     `sparse_input`: auto | always | never, the event-driven products of `snn.sparse_input`."""
 
     def __init__(
@@ -63,11 +65,13 @@ class SpikingMLP(SpikingNet):
         neuron: Callable[[], nn.Module],
         hidden_sizes: Sequence[int] = (1000,),
         readout: str = "spike_count",
-        in_features: int = 784,
-        num_classes: int = 10,
         sparse_input: str = "auto",
+        *,
+        input_shape: Sequence[int],
+        num_classes: int,
     ):
-        sizes = [in_features, *_check_sizes(hidden_sizes, "hidden_sizes", "[1000] or [500,500]"), num_classes]
+        hidden = _check_sizes(hidden_sizes, "hidden_sizes", "[1000] or [500,500]")
+        sizes = [math.prod(input_shape), *hidden, num_classes]
         stages = [
             nn.Sequential(nn.Flatten(), SparseInputLinear(a, b, mode=sparse_input))
             for a, b in zip(sizes[:-1], sizes[1:])
@@ -76,25 +80,30 @@ class SpikingMLP(SpikingNet):
 
 
 def _conv_stages(
-    channels: Sequence[int], hidden_size: int, num_classes: int, linear=nn.Linear, pool: str = "max"
+    channels: Sequence[int],
+    hidden_size: int,
+    input_shape: Sequence[int],
+    num_classes: int,
+    linear=nn.Linear,
+    pool: str = "max",
 ) -> list[nn.Sequential]:
     """conv-BN (-pool) x len(channels), then FC hidden, then FC out; pooling (2x2, `max` or `avg`) opens the
     following stage."""
     require(pool in POOLS, "pool", pool, ", ".join(POOLS))
-    channels = [1, *_check_sizes(channels, "channels", "[32,64,128]")]
+    channels = [input_shape[0], *_check_sizes(channels, "channels", "[32,64,128]")]
     require(is_count(hidden_size), "hidden_size", hidden_size, "an integer >= 1")
     stages = []
     for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
         pooling = [POOLS[pool](2)] if i else []
         stages.append(nn.Sequential(*pooling, nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out)))
-    side = 28 // 2 ** (len(channels) - 1)
-    stages.append(nn.Sequential(POOLS[pool](2), nn.Flatten(), linear(channels[-1] * side * side, hidden_size)))
+    height, width = (side // 2 ** (len(channels) - 1) for side in input_shape[1:])
+    stages.append(nn.Sequential(POOLS[pool](2), nn.Flatten(), linear(channels[-1] * height * width, hidden_size)))
     stages.append(nn.Sequential(linear(hidden_size, num_classes)))
     return stages
 
 
 class SpikingCNN(SpikingNet):
-    """(conv3x3-BN-spike-pool) per entry of `channels` -> FC hidden (spiking) -> FC 10 (spiking).
+    """(conv3x3-BN-spike-pool) per entry of `channels` -> FC hidden (spiking) -> FC classes (spiking).
     `pool`: max | avg (2x2); only avg can be exported to NIR."""
 
     def __init__(
@@ -103,12 +112,15 @@ class SpikingCNN(SpikingNet):
         channels: Sequence[int] = (32, 64),
         hidden_size: int = 128,
         readout: str = "membrane",
-        num_classes: int = 10,
         sparse_input: str = "auto",  # for the fully connected stages, whose inputs are spikes
         pool: str = "max",
+        *,
+        input_shape: Sequence[int],
+        num_classes: int,
     ):
         linear = functools.partial(SparseInputLinear, mode=sparse_input)
-        super().__init__(_conv_stages(channels, hidden_size, num_classes, linear, pool), neuron, readout)
+        stages = _conv_stages(channels, hidden_size, input_shape, num_classes, linear, pool)
+        super().__init__(stages, neuron, readout)
         # channels-last: oneDNN's convolutions and the pooling run faster on it; outputs follow the weights' layout
         self.to(memory_format=torch.channels_last)
 
@@ -118,9 +130,9 @@ class MLP(nn.Module):
 
     spiking = False
 
-    def __init__(self, hidden_sizes: Sequence[int] = (1000,), in_features: int = 784, num_classes: int = 10):
+    def __init__(self, hidden_sizes: Sequence[int] = (1000,), *, input_shape: Sequence[int], num_classes: int):
         super().__init__()
-        sizes = [in_features, *_check_sizes(hidden_sizes, "hidden_sizes", "[1000] or [500,500]")]
+        sizes = [math.prod(input_shape), *_check_sizes(hidden_sizes, "hidden_sizes", "[1000] or [500,500]")]
         layers = [nn.Flatten()]
         for a, b in zip(sizes[:-1], sizes[1:]):
             layers += [nn.Linear(a, b), nn.ReLU()]
@@ -136,9 +148,15 @@ class CNN(MLP):
     """The ANN counterpart of SpikingCNN: the same stages with ReLU in place of spiking neurons."""
 
     def __init__(
-        self, channels: Sequence[int] = (32, 64), hidden_size: int = 128, num_classes: int = 10, pool: str = "max"
+        self,
+        channels: Sequence[int] = (32, 64),
+        hidden_size: int = 128,
+        pool: str = "max",
+        *,
+        input_shape: Sequence[int],
+        num_classes: int,
     ):
         nn.Module.__init__(self)
-        stages = _conv_stages(channels, hidden_size, num_classes, pool=pool)
+        stages = _conv_stages(channels, hidden_size, input_shape, num_classes, pool=pool)
         layers = [m for stage in stages[:-1] for m in (*stage, nn.ReLU())] + list(stages[-1])
         self.layers = nn.Sequential(*layers)

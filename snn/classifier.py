@@ -41,6 +41,8 @@ class Classifier(pl.LightningModule):
         optimizer: dict,
         run_config: dict | None = None,
         loss: dict | None = None,
+        *,
+        dataset: type,
     ):
         super().__init__()
         self.net, self.encoder = net, encoder
@@ -51,9 +53,12 @@ class Classifier(pl.LightningModule):
         check_loss(loss)
         self.label_smoothing = loss.get("label_smoothing", 0.0)
         self.run_config = run_config  # saved into every checkpoint so evaluation can rebuild the run
+        # The data module class (snn/data.py) the net was trained on: its classes size the metrics and name the
+        # figures' axes, and evaluation tests on it.
+        self.dataset, self.classes = dataset, tuple(dataset.class_names)
         for stage in ("train", "val", "test"):
-            setattr(self, f"{stage}_acc", MulticlassAccuracy(num_classes=10, average="micro"))
-        self.test_confusion = MulticlassConfusionMatrix(num_classes=10)
+            setattr(self, f"{stage}_acc", MulticlassAccuracy(num_classes=dataset.num_classes, average="micro"))
+        self.test_confusion = MulticlassConfusionMatrix(num_classes=dataset.num_classes)
         self.confusion_matrix = None  # of the last test epoch, [true, predicted] counts
         self.best_val_acc = MaxMetric()
         self.best_val_acc.persistent(True)  # in the checkpoint, so a resumed run remembers its best epoch
@@ -142,9 +147,8 @@ class Classifier(pl.LightningModule):
         for i, rates in enumerate(self.spike_stats.per_neuron_rates(), start=1):
             writer.add_histogram(f"val/neuron_firing_rate/layer{i}", rates, self.current_epoch)
         threshold = getattr(self.net.neurons[-1], "threshold", None)
-        writer.add_figure(
-            "val/activity", activity_figure(*self.example[:2], threshold, self.example[2]), self.current_epoch
-        )
+        figure = activity_figure(*self.example[:2], threshold, self.example[2], self.classes)
+        writer.add_figure("val/activity", figure, self.current_epoch)
 
     def configure_optimizers(self):
         cfg = self.optimizer_config

@@ -116,7 +116,9 @@ def validate(cfg: DictConfig) -> None:
 
     _built(cfg, "encoder", lambda: instantiate(cfg.encoder))
     _built(cfg, "neuron", lambda: instantiate(cfg.neuron)())  # a partial: each layer builds its own
-    _built(cfg, "model", lambda: instantiate(cfg.model))
+    from snn.training import build_model  # sized by the data module's class
+
+    _built(cfg, "model", lambda: build_model(cfg))
     _built(cfg, "data", lambda: instantiate(cfg.data))
     _built(cfg, "optimizer", lambda: check_optimizer(OmegaConf.to_container(cfg.optimizer, resolve=True)))
     _built(cfg, "loss", lambda: check_loss(OmegaConf.to_container(cfg.loss, resolve=True)))

@@ -1,4 +1,7 @@
-"""MNIST held in memory as tensors; batches are gathered by index, never decoded per sample."""
+"""MNIST-family datasets held in memory as tensors; batches are gathered by index, never decoded per sample.
+
+A data module says what it yields (`input_shape`, `num_classes`, `class_names`, as class attributes, known without
+reading a file): the models, metrics, figures and the NIR export take their sizes from it."""
 
 import math
 import struct
@@ -8,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
-from torchvision.datasets import MNIST
+from torchvision.datasets import MNIST, FashionMNIST
 
 from snn.config import is_count, is_number, require
 
@@ -33,21 +36,34 @@ def check_idx(path: Path) -> None:
         )
 
 
-def load_mnist(root: str | Path, train: bool, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images as float32 `[N, 1, 28, 28]` in [0, 1] and int64 labels; downloads only if the raw files are missing."""
-    raw = Path(root) / "MNIST" / "raw"
+def raw_files(root: str | Path, source: type[MNIST] = MNIST) -> list[Path]:
+    """The four IDX files torchvision's MNIST-family class reads, under <root>/<its class name>/raw."""
+    raw = Path(root) / source.__name__ / "raw"
+    return [raw / Path(url).name.removesuffix(".gz") for url, _ in source.resources]
+
+
+def load_mnist(
+    root: str | Path, train: bool, download: bool = True, source: type[MNIST] = MNIST
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images as float32 `[N, 1, H, W]` in [0, 1] and int64 labels of `source` (torchvision's MNIST or a subclass
+    such as FashionMNIST, the same IDX layout); downloads only if the raw files are missing."""
+    files = raw_files(root, source)
     prefix = "train" if train else "t10k"
-    for name in (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"):
-        if (raw / name).is_file():
-            check_idx(raw / name)
+    for path in files:
+        if path.name.startswith(prefix) and path.is_file():
+            check_idx(path)
+    missing = [str(path) for path in files if not path.is_file()]
+    name, raw = source.__name__, files[0].parent
+    where = f"Put the four raw IDX files there, or point data.root / SNN_DATA_DIR at the folder holding {name}/raw."
+    expected = f": expected {', '.join(missing)}" if missing else ""
+    if missing and not download:
+        raise DataError(f"{name} is not in {raw} and data.download is false{expected}. {where}")
     try:
-        dataset = MNIST(str(root), train=train, download=download)
+        dataset = source(str(root), train=train, download=download)
     except Exception as error:  # torchvision raises bare RuntimeErrors/URLErrors when offline
-        why = "could not be downloaded" if download else "data.download is false"
         reason = " ".join(str(error).split())[:200]
         raise DataError(
-            f"MNIST is not in {raw} and {why} ({type(error).__name__}: {reason}). "
-            "Put the four raw IDX files there, or point data.root / SNN_DATA_DIR at the folder holding MNIST/raw."
+            f"{name} is not in {raw} and could not be downloaded ({type(error).__name__}: {reason}){expected}. {where}"
         ) from None
     return dataset.data.unsqueeze(1).float().div_(255), dataset.targets.long()
 
@@ -82,7 +98,13 @@ def _loader(images, labels, batch_size: int, shuffle: bool) -> DataLoader:
 
 
 class MNISTDataModule(pl.LightningDataModule):
-    """Train/val is a fixed split of the 60k training set (seeded by `split_seed`, not by the run's seed)."""
+    """Train/val is a fixed split of the 60k training set (seeded by `split_seed`, not by the run's seed).
+    Another dataset in the MNIST IDX layout is a subclass naming its torchvision class and what it yields."""
+
+    source: type[MNIST] = MNIST  # read from <root>/MNIST/raw
+    input_shape: tuple[int, ...] = (1, 28, 28)
+    num_classes: int = 10
+    class_names: tuple[str, ...] = tuple("0123456789")
 
     def __init__(
         self,
@@ -110,7 +132,7 @@ class MNISTDataModule(pl.LightningDataModule):
         """Loads what the stage needs (testing alone reads only the test set), once."""
         splits = {}
         if stage != "test" and "train" not in self.splits:
-            images, labels = load_mnist(self.root, train=True, download=self.download)
+            images, labels = load_mnist(self.root, True, self.download, self.source)
             if not 0 < self.val_size < len(images):
                 raise DataError(
                     f"data.val_size={self.val_size} must be between 1 and {len(images) - 1} "
@@ -120,7 +142,7 @@ class MNISTDataModule(pl.LightningDataModule):
             val, train = order[: self.val_size], order[self.val_size :]
             splits = {"train": (images[train], labels[train]), "val": (images[val], labels[val])}
         if stage in (None, "test") and "test" not in self.splits:
-            splits["test"] = load_mnist(self.root, train=False, download=self.download)
+            splits["test"] = load_mnist(self.root, False, self.download, self.source)
         # On a GPU the whole dataset (about 200 MB) lives there: batches are gathered on the device.
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         self.splits.update({name: (x.to(device), y.to(device)) for name, (x, y) in splits.items()})
@@ -143,3 +165,10 @@ class MNISTDataModule(pl.LightningDataModule):
 
     def test_dataloader(self):
         return _loader(*self.splits["test"], self.batch_size, shuffle=False)
+
+
+class FashionMNISTDataModule(MNISTDataModule):
+    """Zalando's Fashion-MNIST: 28x28 grey images of 10 kinds of clothing, read from <root>/FashionMNIST/raw."""
+
+    source = FashionMNIST
+    class_names = tuple(FashionMNIST.classes)

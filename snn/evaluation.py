@@ -14,10 +14,10 @@ from omegaconf import DictConfig, OmegaConf
 from snn.checkpoints import CheckpointError, check_time_steps, read_checkpoint
 from snn.classifier import Classifier
 from snn.config import ConfigError, validate
-from snn.data import MNISTDataModule, load_mnist
 from snn.digits import image_files, load_digit
 from snn.plots import confusion_figure, inference_figure, save
-from snn.training import build_classifier, describe
+from snn.run_identity import identity
+from snn.training import build_classifier, data_class
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,10 @@ def load_nir_classifier(path: str | Path, T: int | None, encoder: DictConfig | N
         built = cls(T=T, **kwargs)
     else:
         raise ConfigError(f"{path}: its metadata names no encoder; give one: encoder=rate|latency|direct")
-    module = Classifier(net, built, {})
+    module = Classifier(net, built, {}, dataset=info["data"])
     encoder_name = type(built).__name__.removesuffix("Encoder").lower()
     described = {
+        "data": info["metadata"].get("data", "mnist"),  # checked by load_nir
         "model": "nir",
         "neuron": "from the graph",
         "encoder": encoder_name,
@@ -79,14 +80,24 @@ def load_model(
         if encoder is not None:
             raise ConfigError("encoder= is for .nir graphs: a checkpoint's encoder comes from its run config")
         module, cfg = load_classifier(path, T)
-        described = describe(cfg, module.run_config.get("choices", {}), module.spiking)
+        run = identity(OmegaConf.to_container(cfg, resolve=True), module.run_config.get("choices", {}), module.spiking)
+        described = {  # as results.json records them: baselines with T=1 and no neuron or encoder
+            "data": run.get("data") or "mnist",  # runs from before the data group trained on MNIST
+            "model": run.get("model", "?"),
+            "neuron": run.get("neuron", "none"),
+            "encoder": run.get("encoder", "none"),
+            "T": run.get("T", 1),
+            "precision": str(run.get("trainer.precision", "32-true")),
+        }
     if module.spiking:  # the units one step holds: the input and every layer's neurons, counted on one image
+        shape = module.dataset.input_shape
         with torch.no_grad():
-            _, trace = module.net(torch.zeros(1, 1, 1, 28, 28), trace=True)
-        check_time_steps(path, int(described["T"]), batch, 784 + sum(s[0, 0].numel() for s in trace.spikes))
+            _, trace = module.net(torch.zeros(1, 1, *shape), trace=True)
+        units = math.prod(shape) + sum(s[0, 0].numel() for s in trace.spikes)
+        check_time_steps(path, int(described["T"]), batch, units)
     return module, {
         "checkpoint": str(path),
-        **{key: described[key] for key in ("model", "neuron", "encoder", "T", "precision")},
+        **{key: described[key] for key in ("data", "model", "neuron", "encoder", "T", "precision")},
     }
 
 
@@ -97,14 +108,23 @@ def default_repeats(module: Classifier) -> int:
 
 
 def evaluate_test_set(
-    module: Classifier, data_root: str, batch_size: int, out_dir: Path, repeats: int, seed: int, precision="32-true"
+    module: Classifier,
+    data_root: str,
+    batch_size: int,
+    out_dir: Path,
+    repeats: int,
+    seed: int,
+    precision="32-true",
+    download: bool = True,
 ):
     """Lightning's test loop (on a GPU where there is one), `repeats` times with encoder seeds seed, seed+1, ...:
     metrics as the mean over repeats, test/acc with its sample std, the confusion matrix summed over repeats.
-    `precision`: Lightning's, as in training (a bf16-mixed run is tested under bf16 autocast there, so here too)."""
-    data = MNISTDataModule(root=data_root, batch_size=batch_size)
+    `precision`: Lightning's, as in training (a bf16-mixed run is tested under bf16 autocast there, so here too).
+    The test set is that of the dataset the model was trained on (its data module class, `module.dataset`)."""
+    data = module.dataset(root=data_root, batch_size=batch_size, download=download)
     trainer = pl.Trainer(accelerator="auto", devices=1, precision=precision, logger=False, enable_model_summary=False)
-    passes, confusion = [], torch.zeros(10, 10, dtype=torch.long)
+    classes = len(module.classes)
+    passes, confusion = [], torch.zeros(classes, classes, dtype=torch.long)
     for i in range(repeats):
         torch.manual_seed(seed + i)
         if repeats > 1:  # each pass draws its own progress bar: say which one it is
@@ -115,7 +135,7 @@ def evaluate_test_set(
     accuracies = [p["test/acc"] for p in passes]
     spread = math.sqrt(sum((a - metrics["test/acc"]) ** 2 for a in accuracies) / (repeats - 1)) if repeats > 1 else None
     per_class = (confusion.diag() / confusion.sum(1).clamp_min(1)).tolist()
-    save(confusion_figure(confusion), out_dir / "confusion_matrix.png")
+    save(confusion_figure(confusion, module.classes), out_dir / "confusion_matrix.png")
     return {
         "repeats": repeats,
         "encoder_seeds": list(range(seed, seed + repeats)),
@@ -123,23 +143,22 @@ def evaluate_test_set(
         "test/acc_std": spread,
         "test/acc_per_repeat": accuracies,
         **metrics,
-        "per_class_acc": {str(d): round(a, 4) for d, a in enumerate(per_class)},
+        "per_class_acc": {name: round(a, 4) for name, a in zip(module.classes, per_class)},
         "confusion_matrix": confusion.tolist(),
     }
 
 
 @torch.no_grad()
 def classify(module: Classifier, image: torch.Tensor, out_png: Path, label: int | None = None, title: str = "") -> dict:
-    """Predict one `[1, 28, 28]` image and draw what the network did."""
+    """Predict one image (`[C, H, W]`, the data module's input shape) and draw what the network did."""
     logits, trace = module(image.unsqueeze(0), trace=True)
     probabilities = F.softmax(logits[0], dim=0)
     prediction = int(logits[0].argmax())
     counts = module.spiking and module.net.readout == "spike_count"
     scores, name = (logits[0], "output spike counts") if counts else (probabilities, "probability")
     threshold = getattr(module.net.neurons[-1], "threshold", None) if module.spiking else None
-    figure = inference_figure(
-        image, scores, prediction, name, trace if module.spiking else None, threshold, label, title
-    )
+    trace = trace if module.spiking else None
+    figure = inference_figure(image, scores, prediction, name, trace, threshold, label, title, classes=module.classes)
     save(figure, out_png)
     result = {
         "prediction": prediction,
@@ -161,8 +180,13 @@ def classify_files(module: Classifier, path: Path, out_dir: Path) -> list[dict]:
     ]
 
 
-def classify_test_sample(module: Classifier, data_root: str, sample, out_dir: Path, seed: int) -> list[dict]:
-    images, labels = load_mnist(data_root, train=False)
+def classify_test_sample(
+    module: Classifier, data_root: str, sample, out_dir: Path, seed: int, download: bool = True
+) -> list[dict]:
+    """One image of the test set of the dataset the model was trained on."""
+    data = module.dataset(root=data_root, download=download)
+    data.setup("test")
+    images, labels = data.test_dataloader().dataset.tensors
     if sample == "random":
         index = int(torch.randint(len(labels), (1,), generator=torch.Generator().manual_seed(seed)))
     elif isinstance(sample, int) and not isinstance(sample, bool) and 0 <= sample < len(labels):

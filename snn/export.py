@@ -39,12 +39,17 @@ def default_out(ckpt: Path) -> Path:
 
 
 def run_metadata(cfg, choices: dict, ckpt: Path) -> dict:
-    """What a reader of the graph needs to feed it and read it as trained: T, the encoder, where it came from."""
+    """What a reader of the graph needs to feed it and read it as trained: T, the encoder, the data, its origin."""
+    from snn.training import data_class
+
     encoder = {k: v for k, v in cfg.encoder.items() if k not in ("_target_", "T") and v is not None}
+    data = choices.get("data") or "mnist"  # runs from before the data group trained on MNIST
+    shape = list(data_class(cfg).input_shape)
     return {
         "T": int(cfg.T),
         "encoder": {"name": choices.get("encoder") or cfg.encoder._target_.rsplit(".", 1)[-1], **encoder},
-        "input": "MNIST image [1, 28, 28], grey levels in [0, 1], encoded over T steps by the encoder",
+        "data": data,
+        "input": f"{data} image {shape}, grey levels in [0, 1], encoded over T steps by the encoder",
         "model": str(choices.get("model", cfg.model._target_.rsplit(".", 1)[-1])),
         "neuron": str(choices.get("neuron", cfg.neuron._target_.rsplit(".", 1)[-1])),
         "checkpoint": str(ckpt),
@@ -53,12 +58,14 @@ def run_metadata(cfg, choices: dict, ckpt: Path) -> dict:
 
 def export(ckpt: Path, out: Path, overwrite: bool = False) -> Path:
     from snn.evaluation import load_classifier  # the project's checkpoint reader (heavy imports: only here)
+    from snn.training import data_class
 
     if out.exists() and not overwrite:
         raise NIRError(f"{out} exists; not overwritten (pass overwrite=true, or out=<another file>)")
     module, cfg = load_classifier(ckpt)
     try:
-        graph = to_nir(module.net, metadata=run_metadata(cfg, (module.run_config or {}).get("choices", {}), ckpt))
+        metadata = run_metadata(cfg, (module.run_config or {}).get("choices", {}), ckpt)
+        graph = to_nir(module.net, data_class(cfg).input_shape, metadata)
     except NIRError as error:
         raise NIRError(f"{ckpt}: {error}") from None
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,21 @@ def encoder_classes() -> dict[str, type]:
     return {path.stem: get_class(OmegaConf.load(path)["_target_"]) for path in sorted(CONF.glob("encoder/*.yaml"))}
 
 
+@functools.cache
+def data_classes() -> dict[str, type]:
+    """name -> class of the datasets conf/data/ defines: the only ones a graph's metadata may name."""
+    return {path.stem: get_class(OmegaConf.load(path)["_target_"]) for path in sorted(CONF.glob("data/*.yaml"))}
+
+
+def stored_data(metadata: dict) -> type:
+    """The data module class of the dataset the metadata names; MNIST for graphs that name none (exported before
+    datasets were a choice, or made elsewhere)."""
+    name = metadata.get("data", "mnist")
+    if not isinstance(name, str) or name not in data_classes():
+        raise NIRError(f"metadata data={name!r} is not allowed: one of {', '.join(data_classes())}")
+    return data_classes()[name]
+
+
 def _is_plain_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 

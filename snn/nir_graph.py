@@ -149,10 +149,9 @@ def _unique(nodes: dict, name: str) -> str:
     return name if name not in nodes else f"{name}_{sum(key.startswith(name) for key in nodes)}"
 
 
-def to_nir(
-    net: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), metadata: dict | None = None, dt: float = DT
-) -> nir.NIRGraph:
+def to_nir(net: nn.Module, input_shape: tuple[int, ...], metadata: dict | None = None, dt: float = DT) -> nir.NIRGraph:
     """The NIR graph of a SpikingNet (as in eval mode): Input -> per stage its layers and its neuron -> Output.
+    `input_shape`: one sample's, `[C, H, W]`, as the data module the net was trained on says (snn/data.py).
     `metadata` (T, encoder, ...) is stored in the graph beside the source, dt and the readout."""
     if not getattr(net, "spiking", False) or not hasattr(net, "stages"):
         raise NIRError(f"{type(net).__name__} is not a spiking network: only spiking models export to NIR")

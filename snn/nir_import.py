@@ -24,7 +24,7 @@ from torch import nn
 
 from snn.architectures import READOUTS, SpikingNet
 from snn.neurons import IF, LIF
-from snn.nir_checks import check_declared_sizes, check_finite, stored_encoder, stored_T
+from snn.nir_checks import check_declared_sizes, check_finite, stored_data, stored_encoder, stored_T
 from snn.nir_graph import DT, NIRError
 
 LAYERS = (nir.Affine, nir.Linear, nir.Conv2d, nir.AvgPool2d, nir.SumPool2d, nir.Flatten)
@@ -244,7 +244,8 @@ def load_nir(path: str | Path) -> tuple[NIRNet, dict]:
         raise NIRError(f"{path}: not a readable NIR file ({reason})") from None
     metadata = _plain(graph.metadata if isinstance(graph.metadata, dict) else {})
     try:
-        encoder, T = stored_encoder(metadata), stored_T(metadata)  # metadata is data: checked plain values only
+        # metadata is data: checked plain values only
+        encoder, T, data = stored_encoder(metadata), stored_T(metadata), stored_data(metadata)
         net = from_nir(graph)
     except NIRError as error:
         raise NIRError(f"{path}: {error}") from None
@@ -260,5 +261,6 @@ def load_nir(path: str | Path) -> tuple[NIRNet, dict]:
         "metadata": metadata,
         "T": T,
         "encoder": encoder,  # (the project's encoder class, its arguments but T), or None
+        "data": data,  # the project's data module class
     }
     return net, info

@@ -25,28 +25,34 @@ def _raster(ax, spikes: torch.Tensor, title: str, ylabel: str) -> None:
     ax.set_ylabel(ylabel)
 
 
-def _membranes(ax, membrane: torch.Tensor, threshold: float | None, highlight: int) -> None:
-    for digit in range(membrane.shape[1]):
-        bold = digit == highlight
+def _class_axis(axis, classes) -> None:
+    """Ticks named by the classes; on an x axis, names longer than a digit stand upright so they do not overlap."""
+    upright = axis.axis_name == "x" and max(map(len, classes)) > 2
+    axis.set_ticks(range(len(classes)), classes, rotation=90 if upright else 0, fontsize=7)
+
+
+def _membranes(ax, membrane: torch.Tensor, threshold: float | None, highlight: int, classes) -> None:
+    for index, name in enumerate(classes):
+        bold = index == highlight
         ax.plot(
-            membrane[:, digit].numpy(),
+            membrane[:, index].numpy(),
             lw=2.2 if bold else 0.8,
             alpha=1 if bold else 0.6,
-            label=str(digit),
-            color=plt.cm.tab10(digit),
+            label=name,
+            color=plt.cm.tab10(index % 10),
         )
     if threshold is not None and math.isfinite(threshold):  # a leaky integrator (NIR's LI) never fires
         ax.axhline(threshold, ls="--", color="grey", lw=0.8)
     ax.set_title("output membrane potential")
     ax.set_xlabel("time step")
-    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5), handlelength=1, title="digit", title_fontsize=6)
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5), handlelength=1, title="class", title_fontsize=6)
 
 
-def activity_figure(hidden: torch.Tensor, membrane: torch.Tensor, threshold: float | None, label: int):
+def activity_figure(hidden: torch.Tensor, membrane: torch.Tensor, threshold: float | None, label: int, classes):
     """Hidden-layer raster and output membrane traces of one sample (logged to TensorBoard each epoch)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
     _raster(left, hidden, "hidden-layer spikes", "neuron")
-    _membranes(right, membrane, threshold, label)
+    _membranes(right, membrane, threshold, label, classes)
     fig.tight_layout()
     return fig
 
@@ -60,12 +66,14 @@ def inference_figure(
     threshold: float | None = None,
     label: int | None = None,
     title: str = "",
+    *,
+    classes,
 ):
-    """One input: the 28x28 image the network saw, its encoded spikes, the hidden raster, the output
+    """One input: the image the network saw, its encoded spikes, the hidden raster, the output
     membranes and the output scores (spike counts or probabilities) with the prediction marked."""
     panels = 5 if trace is not None else 2
     fig, axes = plt.subplots(1, panels, figsize=(3.3 * panels, 3.3))
-    axes[0].imshow(image.reshape(28, 28).numpy(), cmap="gray", vmin=0, vmax=1)
+    axes[0].imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)  # [C, H, W] -> [H, W(, C)]
     axes[0].set_title("input (as the network saw it)")
     axes[0].axis("off")
     if trace is not None:
@@ -78,23 +86,24 @@ def inference_figure(
         else:
             _raster(axes[1], inputs, "encoded input", "pixel")
         _raster(axes[2], trace.spikes[0][:, 0], "hidden-layer spikes", "neuron")
-        _membranes(axes[3], trace.membrane[:, 0], threshold, prediction)
-    bars = axes[-1].bar(range(10), scores.numpy(), color="lightgrey", edgecolor="black")
+        _membranes(axes[3], trace.membrane[:, 0], threshold, prediction, classes)
+    bars = axes[-1].bar(range(len(classes)), scores.numpy(), color="lightgrey", edgecolor="black")
     bars[prediction].set_color("tab:orange")
-    axes[-1].set_xticks(range(10))
-    axes[-1].set_title(f"{score_name}\npredicted {prediction}" + ("" if label is None else f", true {label}"))
+    _class_axis(axes[-1].xaxis, classes)
+    true = "" if label is None else f", true {classes[label]}"
+    axes[-1].set_title(f"{score_name}\npredicted {classes[prediction]}{true}")
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
 
 
-def confusion_figure(matrix: torch.Tensor):
+def confusion_figure(matrix: torch.Tensor, classes):
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.imshow(matrix.numpy(), cmap="Blues")
-    for (i, j), count in zip(
-        torch.cartesian_prod(torch.arange(10), torch.arange(10)).tolist(), matrix.flatten().tolist()
-    ):
+    n = len(classes)
+    cells = torch.cartesian_prod(torch.arange(n), torch.arange(n)).tolist()
+    for (i, j), count in zip(cells, matrix.flatten().tolist()):
         if count:
             ax.text(
                 j,
@@ -105,8 +114,8 @@ def confusion_figure(matrix: torch.Tensor):
                 fontsize=7,
                 color="white" if count > matrix.max() / 2 else "black",
             )
-    ax.set_xticks(range(10))
-    ax.set_yticks(range(10))
+    _class_axis(ax.xaxis, classes)
+    _class_axis(ax.yaxis, classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title("confusion matrix (test set)")

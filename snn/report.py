@@ -11,10 +11,11 @@ import sys
 from pathlib import Path
 
 from snn.run_groups import (
-    GROUP_KEYS,
     Configuration,
     SelectionError,
+    all_keys,
     differing_keys,
+    is_class_path,
     group_runs,
     load_results,
     repeated_seed_notes,
@@ -69,10 +70,12 @@ def percent_interval(ci: tuple[float, float] | None, signed: bool = False) -> st
 
 
 def shown_keys(configurations: list[Configuration]) -> list[str]:
-    differing = differing_keys([c.key for c in configurations])
-    if all(c.key.get("epochs") == c.key.get("max_epochs") for c in configurations):
-        differing = [k for k in differing if k != "max_epochs"]  # the epochs column says it: every run ran to its end
-    return [k for k in GROUP_KEYS if k in ALWAYS_SHOWN or k in differing]
+    keys = [c.key for c in configurations]
+    differing = [k for k in differing_keys(keys) if not is_class_path(k)]
+    for max_epochs in ("trainer.max_epochs", "max_epochs"):  # the second: results.json from before the whole config
+        if all(c.key.get("epochs") == c.key.get(max_epochs) for c in configurations):
+            differing = [k for k in differing if k != max_epochs]  # the epochs column says it: every run ran to its end
+    return [k for k in all_keys(keys) if k in ALWAYS_SHOWN or k in differing]
 
 
 def runs_markdown(runs: list[dict]) -> str:
@@ -88,7 +91,7 @@ def grouped_markdown(configurations: list[Configuration]) -> str:
         accuracy = c.test_acc
         rows.append(
             [
-                *(formatted(c.key[k], "{}") for k in keys),
+                *(formatted(c.key.get(k), "{}") for k in keys),
                 accuracy.n,
                 percent_with_spread(accuracy),
                 percent_interval(accuracy.ci),
@@ -109,17 +112,18 @@ def write_runs_csv(runs: list[dict], path: Path) -> None:
 def write_grouped_csv(configurations: list[Configuration], path: Path) -> None:
     """Fractions as in results.json (test/acc 0.9831), not percent; empty where n = 1 gives no spread."""
     means = ["val/acc_best", *[key for _, key, _ in METRICS]]
+    keys = all_keys([c.key for c in configurations])
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
-            [*GROUP_KEYS, "n", "seeds", "test/acc_mean", "test/acc_std", "test/acc_ci95_low", "test/acc_ci95_high"]
+            [*keys, "n", "seeds", "test/acc_mean", "test/acc_std", "test/acc_ci95_low", "test/acc_ci95_high"]
             + [f"{key}_mean" for key in means]
             + ["run_dirs"]
         )
         for c in configurations:
             accuracy = c.test_acc
             writer.writerow(
-                [*(c.key[k] for k in GROUP_KEYS), accuracy.n, " ".join(str(run.get("seed")) for run in c.runs)]
+                [*(c.key.get(k, "") for k in keys), accuracy.n, " ".join(str(run.get("seed")) for run in c.runs)]
                 + [accuracy.mean, "" if accuracy.std is None else accuracy.std, *(accuracy.ci or ("", ""))]
                 + [mean_or_none(c.values(key)) for key in means]
                 + [";".join(run["run_dir"] for run in c.runs)]

@@ -7,7 +7,7 @@ import json
 from matplotlib.ticker import MaxNLocator
 
 from snn.plots import plt  # with the headless backend that plots.py selects
-from snn.run_groups import GROUP_KEYS, Configuration, label, naming_keys
+from snn.run_groups import Configuration, label, naming_keys
 from snn.uncertainty import summarize
 
 
@@ -24,6 +24,11 @@ def _line_chart(ax, xlabel: str, ylabel: str):
     return ax.figure
 
 
+def spiking(configuration: Configuration) -> bool:
+    """Non-spiking runs record no encoder (older results.json: encoder "none")."""
+    return configuration.key.get("encoder") not in (None, "none")
+
+
 def _runs_count(configurations: list[Configuration]) -> str:
     counts = sorted({c.test_acc.n for c in configurations})
     return f"n={counts[0]}" if len(counts) == 1 else f"n={counts[0]}–{counts[-1]}"
@@ -35,12 +40,12 @@ def accuracy_vs_T_figure(configurations: list[Configuration]):
     fig, ax = plt.subplots(figsize=(6.5, 4))
     lines: dict[str, list[Configuration]] = {}
     for c in configurations:  # configurations that differ only in T make one line
-        lines.setdefault(json.dumps([c.key[k] for k in GROUP_KEYS if k != "T"]), []).append(c)
+        lines.setdefault(json.dumps({k: v for k, v in c.key.items() if k != "T"}, sort_keys=True), []).append(c)
     names = naming_keys([members[0].key for members in lines.values()], leave_out=("T",))
     greys = itertools.cycle(plt.cm.Greys([0.5, 0.65, 0.8, 0.95]))
     for members in lines.values():
         name = f"{label(members[0].key, names)} ({_runs_count(members)})"
-        if members[0].key["encoder"] == "none":
+        if not spiking(members[0]):
             accuracy, color = members[0].test_acc, next(greys)  # non-spiking: T=1, one configuration
             ax.axhline(100 * accuracy.mean, ls="--", color=color, label=f"{name}, non-spiking")
             if accuracy.ci is not None:
@@ -78,7 +83,7 @@ def val_curves_figure(configurations: list[Configuration]):
             epochs,
             means,
             marker=".",
-            ls="--" if c.key["encoder"] == "none" else "-",
+            ls="-" if spiking(c) else "--",
             label=f"{c.label} (n={len(curves)})",
         )
         if len(curves) > 1:

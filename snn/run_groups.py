@@ -5,28 +5,36 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snn.training import COMPARABLE_KEYS
+from snn.run_identity import identity_of
 from snn.uncertainty import Summary, summarize
 
-# Runs that agree on every comparable choice but the seed repeat one configuration. The epochs actually trained
-# count too, so that a run stopped early is not averaged with finished ones.
-GROUP_KEYS = tuple(key for key in COMPARABLE_KEYS if key != "seed") + ("epochs",)
-# Choices recorded only since they were added: a results.json without one ran without the feature.
-ADDED_LATER = {"label_smoothing": 0.0, "ema_decay": 0.0}
+# results.json files from before the whole config was recorded hold a fixed set of choices at their top level; the
+# others were added to it later, and a file without one ran without the feature (on MNIST, before the data group).
+LEGACY_DEFAULTS = {"label_smoothing": 0.0, "ema_decay": 0.0, "data": "mnist"}
 
 
 class SelectionError(ValueError):
     """A --reference selector that does not pick exactly one configuration."""
 
 
+def all_keys(keys: list[dict]) -> list[str]:
+    """Every key of these configurations, in the order they first appear."""
+    return list(dict.fromkeys(k for key in keys for k in key))
+
+
 def differing_keys(keys: list[dict]) -> list[str]:
-    """The GROUP_KEYS on which these configurations' keys do not all agree."""
-    return [k for k in GROUP_KEYS if len({json.dumps(key.get(k)) for key in keys}) > 1]
+    """The keys on which these configurations do not all agree."""
+    return [k for k in all_keys(keys) if len({json.dumps(key.get(k)) for key in keys}) > 1]
+
+
+def is_class_path(key: str) -> bool:
+    """`neuron._target_`: says again what the group choice (`neuron`) says, in a longer way."""
+    return key.endswith(("._target_", "._partial_"))
 
 
 def naming_keys(keys: list[dict], leave_out: tuple[str, ...] = ()) -> list[str]:
-    """The fewest leading differing keys (in GROUP_KEYS order) that tell these (distinct) keys apart: short labels."""
-    differing = [k for k in differing_keys(keys) if k not in leave_out]
+    """The fewest leading differing keys that tell these (distinct) keys apart: short labels."""
+    differing = [k for k in differing_keys(keys) if k not in leave_out and not is_class_path(k)]
     for size in range(len(differing)):
         if len({json.dumps([key.get(k) for k in differing[:size]]) for key in keys}) == len(keys):
             return differing[:size]
@@ -35,12 +43,12 @@ def naming_keys(keys: list[dict], leave_out: tuple[str, ...] = ()) -> list[str]:
 
 def label(key: dict, names: list[str]) -> str:
     """`name=value,...`: also a selector that picks what it labels (see select)."""
-    return ",".join(f"{k}={key[k]}" for k in names) or f"model={key['model']}"
+    return ",".join(f"{k}={key.get(k)}" for k in names) or f"model={key.get('model')}"
 
 
 @dataclass
 class Configuration:
-    key: dict  # GROUP_KEYS -> the value all its runs share
+    key: dict  # the identity all its runs share (snn.run_identity)
     runs: list[dict]
     names: list[str] = field(default_factory=list)  # the keys that name it among the other configurations
 
@@ -67,7 +75,8 @@ def load_results(folder: Path) -> tuple[list[dict], list[str]]:
         except (OSError, ValueError) as error:
             problems.append(f"skipped {path}: {type(error).__name__}: {error}")
             continue
-        runs.append({**ADDED_LATER, **result, "run_dir": str(path.parent)})
+        missing = {k: v for k, v in LEGACY_DEFAULTS.items() if k not in result and "config" not in result}
+        runs.append({**result, **missing, "run_dir": str(path.parent)})
     order = {"ann": 0, "cnn": 1}
     runs.sort(
         key=lambda r: (
@@ -85,8 +94,8 @@ def group_runs(runs: list[dict]) -> list[Configuration]:
     """Configurations in the order of their first run."""
     groups: dict[str, list[dict]] = {}
     for run in runs:
-        groups.setdefault(json.dumps([run.get(k) for k in GROUP_KEYS]), []).append(run)  # JSON: lists hash too
-    configurations = [Configuration({k: members[0].get(k) for k in GROUP_KEYS}, members) for members in groups.values()]
+        groups.setdefault(json.dumps(identity_of(run), sort_keys=True), []).append(run)  # JSON: lists hash too
+    configurations = [Configuration(identity_of(members[0]), members) for members in groups.values()]
     names = naming_keys([c.key for c in configurations])
     for configuration in configurations:
         configuration.names = names
@@ -116,13 +125,14 @@ def _matches(value, text: str) -> bool:
 def select(configurations: list[Configuration], selector: str) -> Configuration:
     """The one configuration matching `key=value[,key=value…]` (values may contain commas, as in [500,500])."""
     wanted = {}
-    for pair in re.split(r",(?=[\w/]+=)", selector):
+    known = all_keys([c.key for c in configurations])
+    for pair in re.split(r",(?=[\w./]+=)", selector):
         name, equals, value = pair.partition("=")
-        if not equals or name not in GROUP_KEYS:
-            keys = ", ".join(GROUP_KEYS)
+        if not equals or name not in known:
+            keys = ", ".join(known)
             raise SelectionError(f"--reference {selector}: expected key=value pairs with keys among {keys}")
         wanted[name] = value
-    found = [c for c in configurations if all(_matches(c.key[k], v) for k, v in wanted.items())]
+    found = [c for c in configurations if all(_matches(c.key.get(k), v) for k, v in wanted.items())]
     if len(found) == 1:
         return found[0]
     if not found:

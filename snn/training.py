@@ -20,6 +20,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 from snn.checkpoints import CheckpointError, read_checkpoint
 from snn.classifier import Classifier
 from snn.config import ConfigError, rank
+from snn.run_identity import hparams, identity
 
 log = logging.getLogger(__name__)
 # In-memory tensors need no loader workers; Lightning's advice to add some does not apply.
@@ -42,46 +43,6 @@ HPARAM_METRICS = (
     "test/macs",
     "test/energy_nJ",
 )
-
-
-# The keys describe() returns, in its order (tests/test_report.py keeps the two in step): snn.report treats runs
-# that agree on all of them but the seed as repeats of one configuration.
-COMPARABLE_KEYS = (
-    "model", "baseline", "neuron", "encoder", "T", "hidden_sizes", "channels", "pool", "readout", "beta", "threshold",
-    "reset", "surrogate", "optimizer", "lr", "weight_decay", "schedule", "batch_size", "augmentation", "precision",
-    "max_epochs", "label_smoothing", "ema_decay", "seed",
-)  # fmt: skip
-
-
-def describe(cfg: DictConfig, choices: dict, spiking: bool) -> dict:
-    """The run's comparable choices (TensorBoard HParams, results.json). Baselines record T=1 and no encoder."""
-    neuron, data = cfg.neuron, cfg.data
-    return {
-        "model": choices.get("model", "?"),
-        "baseline": choices.get("baseline") or "none",
-        "neuron": choices.get("neuron", "?") if spiking else "none",
-        "encoder": choices.get("encoder", "?") if spiking else "none",
-        "T": cfg.T if spiking else 1,
-        "hidden_sizes": str(list(cfg.model.get("hidden_sizes", [cfg.model.get("hidden_size", 0)]))),
-        "channels": str(list(cfg.model.get("channels", []))),
-        "pool": cfg.model.get("pool", "none"),
-        "readout": cfg.model.get("readout", "logits"),
-        "beta": float(neuron.get("beta", 1.0)) if spiking else 0.0,
-        "threshold": float(neuron.threshold) if spiking else 0.0,
-        "reset": neuron.reset if spiking else "none",
-        "surrogate": neuron.surrogate if spiking else "none",
-        "optimizer": cfg.optimizer.name,
-        "lr": float(cfg.optimizer.lr),
-        "weight_decay": float(cfg.optimizer.weight_decay),
-        "schedule": cfg.optimizer.schedule,
-        "batch_size": data.batch_size,
-        "augmentation": ", ".join(f"{name} {data.get('max_' + name, 0)}" for name in ("shift", "rotation", "scale")),
-        "precision": str(cfg.trainer.get("precision", "32-true")),
-        "max_epochs": cfg.trainer.get("max_epochs") or 0,
-        "label_smoothing": float(cfg.get("loss", {}).get("label_smoothing", 0.0)),
-        "ema_decay": float(cfg.optimizer.get("ema_decay") or 0.0),  # 0: off
-        "seed": cfg.seed,
-    }
 
 
 def environment() -> dict:
@@ -122,13 +83,36 @@ def resume_point(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict, str]
     return resumed, stored.get("choices", {}), str(path)
 
 
+def data_class(cfg: DictConfig) -> type:
+    """The data module class the run config names (every older run config names snn.data.MNISTDataModule). A stored
+    config reaches here only after snn.checkpoints has refused any class that is not the project's."""
+    target = cfg.data.get("_target_")
+    try:  # a partial builds nothing; Hydra's get_class would log its own error line before ours
+        found = instantiate({"_target_": target, "_partial_": True}).func
+    except Exception:  # noqa: BLE001 - Hydra raises its own errors for a name it cannot import
+        found = None
+    if not isinstance(found, type) or not all(hasattr(found, k) for k in ("input_shape", "num_classes", "class_names")):
+        raise ConfigError(
+            f"data._target_={target!r} is not allowed: a data module class that says its input_shape, num_classes "
+            "and class_names, e.g. snn.data.MNISTDataModule"
+        )
+    return found
+
+
+def build_model(cfg: DictConfig) -> torch.nn.Module:
+    """The network, sized by the data it is trained on (nanoGPT-style: the model reads its sizes from the data)."""
+    data = data_class(cfg)
+    return instantiate(cfg.model, input_shape=list(data.input_shape), num_classes=data.num_classes)
+
+
 def build_classifier(cfg: DictConfig, choices: dict) -> Classifier:
     """The LightningModule of a run config; the config travels in every checkpoint so the run can be rebuilt."""
-    net = instantiate(cfg.model)
+    net = build_model(cfg)
     encoder = instantiate(cfg.encoder) if net.spiking else None
     run_config = {"config": OmegaConf.to_container(cfg, resolve=True), "choices": choices}
     loss = OmegaConf.to_container(cfg.loss, resolve=True) if "loss" in cfg else {}  # older run configs have none
-    return Classifier(net, encoder, OmegaConf.to_container(cfg.optimizer, resolve=True), run_config, loss)
+    optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    return Classifier(net, encoder, optimizer, run_config, loss, dataset=data_class(cfg))
 
 
 def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
@@ -149,7 +133,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
         environment_file = run_dir / ("environment_resumed.json" if resume_from else "environment.json")
         environment_file.write_text(json.dumps(record, indent=2) + "\n")
     module = build_classifier(cfg, choices)
-    params = describe(cfg, choices, module.spiking)
+    run_identity = identity(module.run_config["config"], choices, module.spiking)
     data = instantiate(cfg.data)
 
     logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="", default_hp_metric=False)
@@ -170,8 +154,8 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
     cpu = trainer.strategy.root_device.type == "cpu"
     if "bf16" in str(trainer.precision) and cpu and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         log.warning("trainer.precision=%s: this CPU has no bf16 instructions, 32-true is faster", trainer.precision)
-    if writes:
-        _log_hparams(logger, params)  # other ranks have no file writer (their logger's experiment is a dummy)
+    if writes:  # other ranks have no file writer (their logger's experiment is a dummy)
+        _log_hparams(logger, hparams(run_identity, cfg.seed))
     trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
 
     best = checkpoint.best_model_path or None  # none under fast_dev_run: test the final weights
@@ -183,13 +167,16 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
     trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, EMAWeightAveraging)]
     tested = trainer.test(module, datamodule=data, ckpt_path=best, verbose=False, weights_only=True)[0]
     results = {
-        **params,
+        **run_identity,
+        "seed": cfg.seed,
         **{k: v for k, v in tested.items() if k.startswith("test/")},
         "val/acc_best": float(best_score) if best_score is not None else None,
         "epochs": epochs,
         "wall_time_s": round(time.time() - started, 1),
         "best_checkpoint": best,
         "run_dir": str(run_dir),
+        "choices": choices,
+        "config": module.run_config["config"],
     }
     if writes:
         (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -1,4 +1,4 @@
-"""A tiny MNIST in the real IDX format, read by the same torchvision code as the real files."""
+"""A tiny MNIST (or FashionMNIST) in the real IDX format, read by the same torchvision code as the real files."""
 
 import struct
 from pathlib import Path
@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 TINY = ["data.batch_size=16", "data.val_size=16"]
+SIZES = {"input_shape": (1, 28, 28), "num_classes": 10}  # what snn.data.MNISTDataModule yields, for nets built directly
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -18,9 +19,10 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
-def make_tiny_mnist(root: Path, n_train: int = 96, n_test: int = 32) -> Path:
-    """Each class is a bright horizontal bar at its own height, plus noise: learnable in a few steps."""
-    raw = root / "MNIST" / "raw"
+def make_tiny_mnist(root: Path, n_train: int = 96, n_test: int = 32, folder: str = "MNIST") -> Path:
+    """Each class is a bright horizontal bar at its own height, plus noise: learnable in a few steps. `folder`: the
+    torchvision class whose layout it takes, <root>/<folder>/raw (MNIST, FashionMNIST)."""
+    raw = root / folder / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for prefix, n in (("train", n_train), ("t10k", n_test)):

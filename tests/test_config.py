@@ -6,9 +6,10 @@ import torch
 from hydra.utils import instantiate
 
 from snn.config import ConfigError, validate
+from snn.training import build_model
 from tests.conftest import CONF, ROOT
 
-GROUPS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml")) for group in ("model", "neuron", "encoder")}
+GROUPS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in ("model", "neuron", "encoder", "data")}
 PRESETS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml")) for group in ("baseline", "experiment")}
 
 
@@ -16,8 +17,10 @@ PRESETS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml")) for grou
 def test_every_option_composes_and_instantiates(compose_cfg, group, option):
     cfg = compose_cfg(f"{group}={option}", "T=3")
     validate(cfg)
-    built = instantiate(cfg[group])
-    if group == "neuron":
+    built = build_model(cfg) if group == "model" else instantiate(cfg[group])
+    if group == "data":  # what it yields is known without reading a file
+        assert built.input_shape == (1, 28, 28) and built.num_classes == len(built.class_names) == 10
+    elif group == "neuron":
         built = built()  # a partial: the architecture builds one per layer
         spikes = built(torch.randn(3, 2, 5))
         assert spikes.shape == (3, 2, 5) and set(spikes.unique().tolist()) <= {0.0, 1.0}
@@ -32,7 +35,7 @@ def test_every_option_composes_and_instantiates(compose_cfg, group, option):
 def test_every_preset_composes_and_builds(compose_cfg, group, option):
     cfg = compose_cfg(f"{group}={option}")
     validate(cfg)
-    net = instantiate(cfg.model)
+    net = build_model(cfg)
     x = torch.rand(cfg.T, 2, 1, 28, 28) if net.spiking else torch.rand(2, 1, 28, 28)
     assert net(x).shape == (2, 10)
 

@@ -12,6 +12,7 @@ from snn.architectures import SpikingCNN
 from snn.encoders import DirectEncoder
 from snn.neurons import LIF
 from snn.pooling import MaxPool2d
+from tests.conftest import SIZES
 
 needs_kernels = pytest.mark.skipif(kernels.load() is None, reason="the C++ kernels could not be built here")
 
@@ -71,7 +72,7 @@ def _logits_and_grads(net, images):
 def test_conv_snn_fast_paths_equal_plain_tensor_code(monkeypatch):
     """The whole csnn, channels-last with the kernels vs SNN_KERNELS=0 (torch's pooling, tensor loops)."""
     torch.manual_seed(0)
-    net = SpikingCNN(partial(LIF), channels=[8, 16, 16], hidden_size=32)
+    net = SpikingCNN(partial(LIF), channels=[8, 16, 16], hidden_size=32, **SIZES)
     assert net.stages[0][0].weight.is_contiguous(memory_format=torch.channels_last)
     images = torch.rand(12, 1, 28, 28)
     fast, fast_grads = _logits_and_grads(net, images)
@@ -85,7 +86,7 @@ def test_conv_snn_fast_paths_equal_plain_tensor_code(monkeypatch):
 @needs_kernels
 def test_conv_snn_trains_under_bf16_autocast():
     torch.manual_seed(0)
-    net = SpikingCNN(partial(LIF), channels=[8, 16], hidden_size=32)
+    net = SpikingCNN(partial(LIF), channels=[8, 16], hidden_size=32, **SIZES)
     optimizer = torch.optim.Adam(net.parameters(), 1e-2)
     images, labels = torch.rand(20, 1, 28, 28), torch.arange(20) % 10
     losses = []
@@ -105,7 +106,7 @@ def test_spike_counts_under_bf16_autocast_are_exact():
     from snn.spike_stats import SpikeStats, Trace
 
     torch.manual_seed(0)
-    net = SpikingCNN(partial(LIF, threshold=0.5), channels=[8, 64], hidden_size=32)
+    net = SpikingCNN(partial(LIF, threshold=0.5), channels=[8, 64], hidden_size=32, **SIZES)
     with torch.autocast("cpu", torch.bfloat16):
         _, trace = net(DirectEncoder(T=4)(torch.rand(64, 1, 28, 28)), trace=True)
         assert trace.spikes[0].dtype == torch.bfloat16

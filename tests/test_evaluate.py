@@ -89,7 +89,7 @@ def test_a_bf16_run_is_tested_in_its_precision_unless_told(tmp_path, mnist_root,
     """A bf16-mixed run: evaluate.py repeats training's bf16 test exactly; precision=32-true overrides it."""
     overrides = ("baseline=csnn", "model.channels=[4,8]", "model.hidden_size=16", "trainer.max_epochs=1")
     results = train(compose_cfg(*overrides), tmp_path / "run", {"model": "csnn", "encoder": "direct"})
-    assert results["precision"] == "bf16-mixed"
+    assert results["trainer.precision"] == "bf16-mixed"
     runs = [
         evaluate(f"ckpt={results['best_checkpoint']}", *extra, cwd=tmp_path, data_root=mnist_root)
         for extra in ([], ["precision=32-true"])

@@ -18,7 +18,7 @@ from snn.neurons import IF, LIF, PLIF
 from snn.nir_graph import NIRError, to_nir
 from snn.nir_import import from_nir, load_nir
 from snn.spike_stats import SpikeStats
-from tests.conftest import ROOT, train_tiny
+from tests.conftest import ROOT, SIZES, train_tiny
 
 T = 6
 
@@ -33,7 +33,7 @@ def random_net(kind: str):
     torch.manual_seed(0)
     if kind == "cnn":
         neuron = partial(LIF, beta=0.9, reset="zero")
-        net = SpikingCNN(neuron, channels=[4, 8], hidden_size=16, pool="avg", sparse_input="never")
+        net = SpikingCNN(neuron, channels=[4, 8], hidden_size=16, pool="avg", sparse_input="never", **SIZES)
         for bn in (m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # non-trivial statistics
             bn.running_mean.uniform_(-0.5, 0.5)
             bn.running_var.uniform_(0.5, 2)
@@ -41,7 +41,7 @@ def random_net(kind: str):
     else:
         neuron = {"lif": partial(LIF, beta=0.8), "plif": partial(PLIF, beta=0.87), "if": IF}[kind]
         neuron = partial(neuron, reset="zero", threshold=0.5)
-        net = SpikingMLP(neuron, hidden_sizes=[40], readout="membrane", sparse_input="never")
+        net = SpikingMLP(neuron, hidden_sizes=[40], readout="membrane", sparse_input="never", **SIZES)
     for p in net.parameters():
         p.data.mul_(2)
     return net.eval()
@@ -49,7 +49,7 @@ def random_net(kind: str):
 
 def test_written_graph_reads_back_the_same(tmp_path):
     net = random_net("plif")
-    graph = to_nir(net, metadata={"T": 25, "encoder": {"name": "rate", "gain": 1.0}})
+    graph = to_nir(net, SIZES["input_shape"], metadata={"T": 25, "encoder": {"name": "rate", "gain": 1.0}})
     nir.write(tmp_path / "net.nir", graph)
     back = nir.read(tmp_path / "net.nir")
     assert back.edges == graph.edges
@@ -68,7 +68,7 @@ def test_written_graph_reads_back_the_same(tmp_path):
 @pytest.mark.parametrize("kind", ["lif", "plif", "if", "cnn"])
 def test_imported_graph_runs_like_the_original(tmp_path, kind):
     net = random_net(kind)
-    nir.write(tmp_path / "net.nir", to_nir(net))
+    nir.write(tmp_path / "net.nir", to_nir(net, SIZES["input_shape"]))
     back, info = load_nir(tmp_path / "net.nir")
     for ours, theirs in zip(net.neurons, back.neurons):  # beta survives tau = dt / (1 - beta) in float32
         assert torch.as_tensor(ours.beta).detach().float() == torch.as_tensor(theirs.beta).float()
@@ -96,7 +96,7 @@ def test_snntorch_importer_gives_the_same_spikes(kind):
     from snntorch.utils import reset
 
     net = random_net(kind)
-    imported = import_from_nir(to_nir(net))
+    imported = import_from_nir(to_nir(net, SIZES["input_shape"]))
     x = spikes_in((T, 3, 1, 28, 28), seed=1)
     with torch.no_grad():
         _, trace = net(x, trace=True)
@@ -198,11 +198,11 @@ MAX_POOL = r"it max-pools \(model.pool=max\) and NIR has no max-pooling node"
     ],
 )
 def test_models_that_cannot_be_exported_exactly(reset, pool, message):
-    net = SpikingCNN(partial(LIF, reset=reset), channels=[4, 8], hidden_size=8, pool=pool)
+    net = SpikingCNN(partial(LIF, reset=reset), channels=[4, 8], hidden_size=8, pool=pool, **SIZES)
     with pytest.raises(NIRError, match=f"^the network cannot be exported exactly: {message}$"):
-        to_nir(net)
+        to_nir(net, SIZES["input_shape"])
     with pytest.raises(NIRError, match="MLP is not a spiking network"):
-        to_nir(MLP())
+        to_nir(MLP(**SIZES), SIZES["input_shape"])
 
 
 def test_unreadable_files_are_named(tmp_path):

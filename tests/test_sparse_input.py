@@ -6,6 +6,7 @@ from snn import kernels, sparse_input
 from snn.architectures import SpikingMLP
 from snn.neurons import LIF
 from snn.sparse_input import SparseInputLinear
+from tests.conftest import SIZES
 
 requires_kernel = pytest.mark.skipif(kernels.load() is None, reason="the C++ kernel could not be built here")
 
@@ -89,7 +90,7 @@ def test_spiking_mlp_trains_the_same_either_way():
     nets = []
     for mode in ("always", "never"):
         torch.manual_seed(4)
-        net = SpikingMLP(lambda: LIF(), sparse_input=mode)
+        net = SpikingMLP(lambda: LIF(), sparse_input=mode, **SIZES)
         optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
         logits, trace = net(x, trace=True)
         nn.functional.cross_entropy(logits, labels).backward()

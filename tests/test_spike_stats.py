@@ -6,10 +6,11 @@ import torch
 from snn.architectures import CNN, MLP, SpikingCNN, SpikingMLP
 from snn.neurons import LIF
 from snn.spike_stats import PJ_PER_AC, PJ_PER_MAC, SpikeStats, Trace
+from tests.conftest import SIZES
 
 
 def test_synops_and_energy_by_hand():
-    net = SpikingMLP(partial(LIF), hidden_sizes=[3], in_features=4, num_classes=2)  # 4 -> 3 -> 2
+    net = SpikingMLP(partial(LIF), hidden_sizes=[3], input_shape=[4], num_classes=2)  # 4 -> 3 -> 2
     inputs = torch.zeros(2, 1, 4)  # T=2, one sample
     inputs[0, 0, :3] = 1  # 3 input spikes, then 1 more
     inputs[1, 0, 0] = 1
@@ -27,7 +28,7 @@ def test_synops_and_energy_by_hand():
 
 
 def test_direct_input_counts_one_dense_product_per_sample():
-    net = SpikingMLP(partial(LIF), hidden_sizes=[3], in_features=4, num_classes=2)
+    net = SpikingMLP(partial(LIF), hidden_sizes=[3], input_shape=[4], num_classes=2)
     images = torch.rand(5, 4)
     with torch.no_grad():
         logits, trace = net(images.expand(6, 5, 4), trace=True)
@@ -39,7 +40,7 @@ def test_direct_input_counts_one_dense_product_per_sample():
 
 
 def test_ann_counts_macs_of_every_layer():
-    stats = SpikeStats(MLP(hidden_sizes=[100]))
+    stats = SpikeStats(MLP(hidden_sizes=[100], **SIZES))
     stats.update(Trace(inputs=torch.rand(7, 1, 28, 28)))
     result = stats.compute()
     assert result["macs"] == 784 * 100 + 100 * 10 and result["synops"] == 0
@@ -47,7 +48,7 @@ def test_ann_counts_macs_of_every_layer():
 
 
 def test_conv_synops_count_each_spike_once_per_synapse_it_drives():
-    net = SpikingCNN(partial(LIF), channels=[2], hidden_size=3)  # conv 1->2 (3x3, pad 1), pool, fc 392->3, fc 3->10
+    net = SpikingCNN(partial(LIF), channels=[2], hidden_size=3, **SIZES)  # conv 1->2, pool, fc 392->3, fc 3->10
     inputs = torch.zeros(1, 1, 1, 28, 28)
     inputs[0, 0, 0, 10, 10] = 1  # interior pixel: reaches 3x3 positions x 2 channels
     inputs[0, 0, 0, 0, 0] = 1  # corner pixel: reaches 2x2 positions x 2 channels
@@ -62,7 +63,7 @@ def test_conv_synops_count_each_spike_once_per_synapse_it_drives():
 
 
 def test_cnn_macs_match_the_layer_shapes():
-    stats = SpikeStats(CNN(channels=[4, 8], hidden_size=16))
+    stats = SpikeStats(CNN(channels=[4, 8], hidden_size=16, **SIZES))
     stats.update(Trace(inputs=torch.rand(2, 1, 28, 28)))
     conv1 = 4 * (28 * 3 - 2) ** 2  # 3x3 with padding: border outputs see fewer real inputs
     assert stats.dense_macs[0] == conv1

@@ -51,7 +51,7 @@ def test_optuna_search_runs_two_trials(tmp_path, mnist_root):
     result = train("hparams_search=optuna", "hydra.sweeper.n_trials=2", "T=2", cwd=tmp_path, data_root=mnist_root)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = list(results(tmp_path).values())
-    assert len(runs) == 2 and len({r["lr"] for r in runs}) == 2  # two trials with different learning rates
+    assert len(runs) == 2 and len({r["optimizer.lr"] for r in runs}) == 2  # two trials with different learning rates
     best = (tmp_path / "sweep" / "optimization_results.yaml").read_text()
     assert "best_value" in best and "optimizer.lr" in best
 
