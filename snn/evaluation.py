@@ -17,7 +17,7 @@ from snn.config import ConfigError, validate
 from snn.digits import image_files, load_digit
 from snn.plots import confusion_figure, inference_figure, save
 from snn.run_identity import identity
-from snn.training import build_classifier, data_class
+from snn.training import build_classifier
 
 log = logging.getLogger(__name__)
 

@@ -281,3 +281,22 @@ def test_export_refuses_non_finite_weights(genuine, tmp_path, mnist_root):
     result = run("snn.export", f"ckpt={path}", cwd=tmp_path, data_root=mnist_root)
     assert_one_line(result, str(path), "net.stages.0.1.weight hold NaN or infinite values")
     assert not (tmp_path / "export").exists()
+
+
+@pytest.mark.parametrize("data", ["../x", "../../conf/data/mnist", 3, ["mnist"]])
+def test_a_graph_dataset_name_is_one_of_ours_never_a_path(tmp_path, data):
+    from snn.nir_graph import NIRError
+    from snn.nir_import import load_nir
+
+    nir.write(tmp_path / "g.nir", tiny_graph({"data": data}))
+    with pytest.raises(NIRError, match=r"metadata data=.* is not allowed: one of fashion_mnist, mnist$"):
+        load_nir(tmp_path / "g.nir")
+    _, info = load_nir_with(tmp_path, "fashion_mnist")
+    assert info["data"].__name__ == "FashionMNISTDataModule"
+
+
+def load_nir_with(folder, data):
+    from snn.nir_import import load_nir
+
+    nir.write(folder / "ok.nir", tiny_graph({"data": data}))
+    return load_nir(folder / "ok.nir")
