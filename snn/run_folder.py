@@ -7,8 +7,8 @@ from snn.config import ConfigError
 
 # What train.py (and Hydra for it) writes into a run folder; `overwrite=true` removes these and nothing else.
 RUN_FILES = (
-    "results.json", "environment.json", "environment_resumed.json", "checkpoints", ".hydra", "train.log", "hparams.yaml",
-    "multirun.yaml", "optimization_results.yaml",  # a sweep folder's own
+    "results.json", "environment.json", "environment_resumed.json", "checkpoints", ".hydra", "train.log",
+    "hparams.yaml", "multirun.yaml", "optimization_results.yaml",  # a sweep folder's own
 )  # fmt: skip
 RUN_PATTERNS = ("events.out.tfevents.*", "hpc_ckpt_*.ckpt")
 

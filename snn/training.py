@@ -214,6 +214,9 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
         trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
     except SIGTERMException:
         raise _interrupted(run_dir, f"in epoch {trainer.current_epoch}") from None
+    except OSError as error:  # from TensorBoard's writer thread it names no file: say which run could not be written
+        error.filename = error.filename or str(run_dir)
+        raise
 
     best = checkpoint.best_model_path or None  # none under fast_dev_run: test the final weights
     best_score, epochs = checkpoint.best_model_score, trainer.current_epoch
