@@ -6,8 +6,10 @@ from pathlib import Path
 from snn.config import ConfigError
 
 # What train.py (and Hydra for it) writes into a run folder; `overwrite=true` removes these and nothing else.
+# train.log is no sign of a run: under torchrun another rank may have opened it in this run's folder already.
+LOG = "train.log"
 RUN_FILES = (
-    "results.json", "environment.json", "environment_resumed.json", "checkpoints", ".hydra", "train.log",
+    "results.json", "environment.json", "environment_resumed.json", "checkpoints", ".hydra",
     "hparams.yaml", "multirun.yaml", "optimization_results.yaml",  # a sweep folder's own
 )  # fmt: skip
 RUN_PATTERNS = ("events.out.tfevents.*", "hpc_ckpt_*.ckpt")
@@ -35,5 +37,6 @@ def claim(folder: Path, overwrite: bool, multirun: bool = False) -> None:
             f"{folder} already holds {what} ({found[0].name}):{resume} choose another folder, "
             "or pass overwrite=true to replace its files"
         )
+    found += [f / LOG for f in folders if (f / LOG).is_file()]
     for path in found:
         shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()

@@ -89,6 +89,21 @@ def test_a_folder_holding_a_run_is_refused_and_left_unchanged(tmp_path, mnist_ro
 
 
 @pytest.mark.slow
+def test_a_sweep_folder_holding_a_sweep_is_refused_and_left_unchanged(tmp_path, mnist_root, old_run):
+    sweep = old_run.parent
+    (sweep / "multirun.yaml").write_text("the old sweep's config")
+    before = _snapshot(sweep)
+    args = ["-m", f"data.root={mnist_root}", "trainer.fast_dev_run=true", "T=1,2", f"hydra.sweep.dir={sweep}"]
+    result = _train(*args, cwd=tmp_path)
+    assert result.returncode != 0
+    assert _last_line(result) == (
+        f"error: {sweep} already holds a sweep (multirun.yaml): choose another folder, "
+        "or pass overwrite=true to replace its files"
+    )
+    assert _snapshot(sweep) == before
+
+
+@pytest.mark.slow
 def test_overwrite_true_replaces_the_run_and_keeps_other_files(tmp_path, mnist_root, old_run):
     args = [f"data.root={mnist_root}", *TINY, "trainer.fast_dev_run=true", f"hydra.run.dir={old_run}"]
     result = _train(*args, "overwrite=true", cwd=tmp_path)
