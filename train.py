@@ -1,5 +1,6 @@
 """Train one configuration: `python train.py model=snn encoder=rate T=25` (add -m to sweep)."""
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from snn.config import STORAGE_ERRORS, ConfigError, quote_path_overrides, rank, storage_error, validate
+from snn.config import STORAGE_ERRORS, ConfigError, Interrupted, quote_path_overrides, rank, storage_error, validate
 from snn.data import DataError
 
 
@@ -21,6 +22,8 @@ def main(cfg: DictConfig) -> float:
 
         hydra_cfg = HydraConfig.get()
         results = train(cfg, Path(hydra_cfg.runtime.output_dir), dict(hydra_cfg.runtime.choices))
+    except Interrupted as error:  # a sweep stops too: the scheduler stopped this process
+        sys.exit(f"error: {error}")
     except (ConfigError, DataError, FloatingPointError) as error:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             print(f"error: {error}", file=sys.stderr)
@@ -32,7 +35,8 @@ def main(cfg: DictConfig) -> float:
         sys.exit(storage_error(error))  # e.g. the disk filled up while a checkpoint was being written
     run = os.path.relpath(results["run_dir"])
     if rank() == 0:  # one line per run, also when torchrun started one process per device
-        print(f"test/acc={results['test/acc']:.4f} test/loss={results['test/loss']:.4f} run={run}")
+        loss = math.nan if results["test/loss"] is None else results["test/loss"]  # null in results.json
+        print(f"test/acc={results['test/acc']:.4f} test/loss={loss:.4f} run={run}")
     if results["val/acc_best"] is None:  # a sweeper tunes on validation data only: this run has nothing to offer
         print("no validation score (validation was skipped): this run cannot be a search objective", file=sys.stderr)
     return results["val/acc_best"]

@@ -6,13 +6,14 @@ shapes, no memory).
 """
 
 import functools
-import os
 import pickle
 import zipfile
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
+
+from snn.memory import available_bytes, gib
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -55,30 +56,6 @@ def foreign_targets(config) -> list[str]:
     if isinstance(config, list):
         return [t for item in config for t in foreign_targets(item)]
     return []
-
-
-def available_memory() -> int:
-    """Bytes this machine can still allocate (MemAvailable), else its physical memory."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            return next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration, ValueError):
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def check_time_steps(source, T: int, batch: int, units: int) -> None:
-    """Refuse a T whose inputs and spikes cannot fit in memory: T x batch x units float32 values, twice (the encoded
-    input and the recorded spikes and membranes), against the memory available."""
-    need = 2 * 4 * T * batch * units
-    if need > available_memory():
-        raise CheckpointError(
-            f"{source}: T={T} needs about {_gib(need)} for a batch of {batch} ({units} inputs and neurons per step), "
-            f"more than the {_gib(available_memory())} of memory available; give a smaller T=<time steps>"
-        )
-
-
-def _gib(size: float) -> str:
-    return f"{size / 2**30:.1f} GiB" if size >= 2**28 else f"{size / 2**20:.1f} MiB"
 
 
 def _stored_bytes(path: Path) -> int:
@@ -154,15 +131,15 @@ def check_state(path: Path, checkpoint: dict, stored_bytes: int) -> None:
     except ConfigError as error:
         raise CheckpointError(f"{path}: its stored config: {error}") from None
     model_bytes = sum(t.numel() * t.element_size() for t in expected.values())
-    if model_bytes > available_memory():
+    if model_bytes > available_bytes()[0]:
         raise CheckpointError(
-            f"{path}: its config describes a model of {_gib(model_bytes)}, more than the {_gib(available_memory())} "
+            f"{path}: its config describes a model of {gib(model_bytes)}, more than the {gib(available_bytes()[0])} "
             "of memory available"
         )
     if stored_bytes > STATE_FACTOR * model_bytes + 2**20:
         raise CheckpointError(
-            f"{path}: refused, it holds {_gib(stored_bytes)} of tensors where the model its config describes has "
-            f"{_gib(model_bytes)}"
+            f"{path}: refused, it holds {gib(stored_bytes)} of tensors where the model its config describes has "
+            f"{gib(model_bytes)}"
         )
     state = checkpoint.get("state_dict")
     if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):

@@ -22,8 +22,8 @@ def check_optimizer(optimizer: dict) -> None:
     name, lr, schedule = optimizer.get("name"), optimizer.get("lr"), optimizer.get("schedule", "none")
     decay, ema = optimizer.get("weight_decay", 0.0), optimizer.get("ema_decay")
     require(name in OPTIMIZERS, "name", name, ", ".join(OPTIMIZERS))
-    require(is_number(lr) and lr > 0, "lr", lr, "a number > 0")
-    require(is_number(decay) and decay >= 0, "weight_decay", decay, "a number >= 0")
+    require(is_number(lr) and 0 < lr < math.inf, "lr", lr, "a finite number > 0")
+    require(is_number(decay) and 0 <= decay < math.inf, "weight_decay", decay, "a finite number >= 0")
     require(schedule in SCHEDULES, "schedule", schedule, ", ".join(SCHEDULES))
     require(ema is None or (is_number(ema) and 0 < ema < 1), "ema_decay", ema, "null (off) or a number in (0, 1)")
 

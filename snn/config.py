@@ -32,8 +32,15 @@ def run_time(pattern: str) -> str:
 
 
 OmegaConf.register_new_resolver("run_time", run_time, use_cache=True, replace=True)
-# The run folder is named by its overrides; a run with none is named "defaults".
-OmegaConf.register_new_resolver("run_name", lambda overrides: overrides or "defaults", replace=True)
+
+
+def run_name(overrides: str) -> str:
+    """The run folder is named by its overrides (a run with none: "defaults"), as one folder name: a value with a
+    path separator (`+tag=a/../../x`) must not place the run elsewhere."""
+    return (overrides or "defaults").replace("/", "_").replace("\\", "_")
+
+
+OmegaConf.register_new_resolver("run_name", run_name, replace=True)
 # Resuming from outputs/<run>/checkpoints/<x>.ckpt continues in outputs/<run>, and leaves its .hydra/ untouched.
 OmegaConf.register_new_resolver(
     "run_dir", lambda ckpt, new: str(Path(ckpt).parent.parent) if ckpt and ckpt != "last" else new, replace=True
@@ -94,12 +101,12 @@ def is_count(value, minimum: int = 1) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
-def _built(cfg: DictConfig, group: str, build) -> None:
+def _built(cfg: DictConfig, group: str, build):
     """Build a group's object, so its constructor checks every value, and name a refused one by its config key."""
     from hydra.errors import InstantiationException
 
     try:
-        build()
+        return build()
     except (InstantiationException, InvalidValue) as error:
         cause = error.__cause__ if isinstance(error, InstantiationException) else error
         if not isinstance(cause, InvalidValue):
@@ -111,17 +118,27 @@ def _built(cfg: DictConfig, group: str, build) -> None:
 def validate(cfg: DictConfig) -> None:
     """Check every public key before anything is loaded or written, by building what the config describes."""
     from hydra.utils import instantiate
+    from lightning_fabric.utilities.seed import max_seed_value, min_seed_value
 
     from snn.classifier import check_loss, check_optimizer
+    from snn.memory import check_training
 
+    seed = cfg.seed
+    ok = is_count(seed, min_seed_value) and seed <= max_seed_value
+    require(ok, "seed", seed, f"an integer in [{min_seed_value}, {max_seed_value}] (Lightning's seed range)")
     _built(cfg, "encoder", lambda: instantiate(cfg.encoder))
     _built(cfg, "neuron", lambda: instantiate(cfg.neuron)())  # a partial: each layer builds its own
-    from snn.training import build_model  # sized by the data module's class
+    from snn.training import build_model, data_class  # sized by the data module's class
 
-    _built(cfg, "model", lambda: build_model(cfg))
+    net = _built(cfg, "model", lambda: build_model(cfg))
     _built(cfg, "data", lambda: instantiate(cfg.data))
     _built(cfg, "optimizer", lambda: check_optimizer(OmegaConf.to_container(cfg.optimizer, resolve=True)))
     _built(cfg, "loss", lambda: check_loss(OmegaConf.to_container(cfg.loss, resolve=True)))
+    check_training(cfg, net, data_class(cfg).input_shape)  # before the run folder is made: T=100000 would not fit
+
+
+class Interrupted(Exception):
+    """The run was stopped by SIGTERM (a scheduler's preemption, scancel) before it finished."""
 
 
 STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST)
@@ -148,15 +165,21 @@ class ValidateOnStart(Callback):
     (train.py checks each job again)."""
 
     @staticmethod
-    def _check(config: DictConfig, folder: Path) -> None:
+    def _check(config: DictConfig, folder: Path, multirun: bool) -> None:
+        from snn.run_folder import claim
+
         try:
             validate(config)
+            overwrite = config.get("overwrite", False)
+            require(isinstance(overwrite, bool), "overwrite", overwrite, "true or false")
+            if not config.get("ckpt_path") and rank() == 0:  # a resumed run continues its folder; ranks share one
+                claim(folder, overwrite, multirun)
         except ConfigError as error:
             sys.exit(f"error: {error}")
-        check_writable(folder)
+        check_writable(folder if multirun else folder.parent)
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        self._check(config, Path(config.hydra.run.dir).parent)
+        self._check(config, Path(config.hydra.run.dir), multirun=False)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        self._check(config, Path(config.hydra.sweep.dir))
+        self._check(config, Path(config.hydra.sweep.dir), multirun=True)

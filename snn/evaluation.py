@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from snn.checkpoints import CheckpointError, check_time_steps, read_checkpoint
+from snn.checkpoints import CheckpointError, read_checkpoint
 from snn.classifier import Classifier
 from snn.config import ConfigError, validate
+from snn.memory import check_evaluation
 from snn.digits import image_files, load_digit
 from snn.plots import confusion_figure, inference_figure, save
 from snn.run_identity import identity
@@ -89,12 +90,8 @@ def load_model(
             "T": run.get("T", 1),
             "precision": str(run.get("trainer.precision", "32-true")),
         }
-    if module.spiking:  # the units one step holds: the input and every layer's neurons, counted on one image
-        shape = module.dataset.input_shape
-        with torch.no_grad():
-            _, trace = module.net(torch.zeros(1, 1, *shape), trace=True)
-        units = math.prod(shape) + sum(s[0, 0].numel() for s in trace.spikes)
-        check_time_steps(path, int(described["T"]), batch, units)
+    if module.spiking:
+        check_evaluation(path, int(described["T"]), batch, module.dataset.input_shape, module.net)
     return module, {
         "checkpoint": str(path),
         **{key: described[key] for key in ("data", "model", "neuron", "encoder", "T", "precision")},

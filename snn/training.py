@@ -3,8 +3,11 @@
 import importlib.metadata
 import json
 import logging
+import math
+import os
 import platform
 import subprocess
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -15,11 +18,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+from snn.checkpoint_io import AtomicCheckpointIO
 from snn.checkpoints import CheckpointError, read_checkpoint
 from snn.classifier import Classifier
-from snn.config import ConfigError, rank
+from snn.config import STORAGE_ERRORS, ConfigError, Interrupted, rank
 from snn.run_identity import hparams, identity
 
 log = logging.getLogger(__name__)
@@ -105,6 +110,34 @@ def build_model(cfg: DictConfig) -> torch.nn.Module:
     return instantiate(cfg.model, input_shape=list(data.input_shape), num_classes=data.num_classes)
 
 
+def _interrupted(run_dir: Path, when: str) -> Interrupted:
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.exists():
+        return Interrupted(f"the run was interrupted (SIGTERM) {when}, before its first checkpoint: start it again")
+    resume = f"python train.py ckpt_path={os.path.relpath(last)}"
+    return Interrupted(f"the run was interrupted (SIGTERM) {when}; resume it with: {resume}")
+
+
+def _quiet_storage_errors_in_threads() -> None:
+    """TensorBoard writes from a thread: a full disk there would print that thread's traceback, and then reach the
+    training loop at the next write, where train.py reports it in one line. Only the traceback is left out."""
+    default = threading.excepthook
+    if getattr(default, "quiet_storage_errors", False):
+        return  # installed by an earlier run of this process (a sweep)
+
+    def hook(args):
+        if not (isinstance(args.exc_value, OSError) and args.exc_value.errno in STORAGE_ERRORS):
+            default(args)
+
+    hook.quiet_storage_errors = True
+    threading.excepthook = hook
+
+
+def finite(results: dict) -> dict:
+    """JSON has no NaN or infinity: a metric that is not finite (a diverged run) is recorded as null."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in results.items()}
+
+
 def build_classifier(cfg: DictConfig, choices: dict) -> Classifier:
     """The LightningModule of a run config; the config travels in every checkpoint so the run can be rebuilt."""
     net = build_model(cfg)
@@ -150,13 +183,24 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
     callbacks = [checkpoint, last]
     if cfg.optimizer.get("ema_decay"):  # validation, checkpoints and the test see the averaged weights
         callbacks.append(EMAWeightAveraging(decay=cfg.optimizer.ema_decay))
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+    # default_root_dir: where Lightning's SLURM auto-requeue saves its hpc_ckpt_<n>.ckpt (not the working directory,
+    # where a later, unrelated run under SLURM would restore it)
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()], default_root_dir=run_dir
+    )
     cpu = trainer.strategy.root_device.type == "cpu"
     if "bf16" in str(trainer.precision) and cpu and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         log.warning("trainer.precision=%s: this CPU has no bf16 instructions, 32-true is faster", trainer.precision)
     if writes:  # other ranks have no file writer (their logger's experiment is a dummy)
         _log_hparams(logger, hparams(run_identity, cfg.seed))
-    trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
+    _quiet_storage_errors_in_threads()
+    try:  # Lightning turns SIGTERM into SystemExit(None), an exit status of 0: the run would pass for finished
+        trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
+    except SIGTERMException:
+        raise _interrupted(run_dir, f"in epoch {trainer.current_epoch}") from None
+    except OSError as error:  # from TensorBoard's writer thread it names no file: say which run could not be written
+        error.filename = error.filename or str(run_dir)
+        raise
 
     best = checkpoint.best_model_path or None  # none under fast_dev_run: test the final weights
     best_score, epochs = checkpoint.best_model_score, trainer.current_epoch
@@ -165,7 +209,10 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
         best_score, epochs = stored["callbacks"][checkpoint.state_key]["best_model_score"], stored["epoch"] + 1
     # best.ckpt holds the averaged weights validation chose; the callback would load the raw ones back over them.
     trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, EMAWeightAveraging)]
-    tested = trainer.test(module, datamodule=data, ckpt_path=best, verbose=False, weights_only=True)[0]
+    try:
+        tested = trainer.test(module, datamodule=data, ckpt_path=best, verbose=False, weights_only=True)[0]
+    except SIGTERMException:
+        raise _interrupted(run_dir, "while testing") from None
     results = {
         **run_identity,
         "seed": cfg.seed,
@@ -178,6 +225,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
         "choices": choices,
         "config": module.run_config["config"],
     }
+    results = finite(results)
     if writes:
-        (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        (run_dir / "results.json").write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
     return results
