@@ -223,9 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out.mkdir(parents=True, exist_ok=True)
         write_owned(out, contents)
-    except (OutputError, OSError) as error:
-        reason = error if isinstance(error, OutputError) else f"{out}: cannot write the report ({error.strerror or error})"
-        print(f"error: {reason}", file=sys.stderr)
+    except OutputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # a full disk, no permission
+        print(f"error: {out}: cannot write the report ({error.strerror or error})", file=sys.stderr)
         return 1
     print(table)
     if reference is not None:
