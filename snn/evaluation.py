@@ -169,11 +169,16 @@ def classify(module: Classifier, image: torch.Tensor, out_png: Path, label: int 
     return result
 
 
+def figure_name(image: Path) -> str:
+    """`seven.png` -> `seven_png.png`: named by the whole file name, so that `seven.jpg` beside it keeps its own."""
+    return f"{image.stem}_{image.suffix[1:]}.png" if image.suffix else f"{image.name}.png"
+
+
 def classify_files(module: Classifier, path: Path, out_dir: Path) -> list[dict]:
     files = image_files(path)
     digits = [load_digit(f) for f in files]  # all read first: a bad file stops the run before anything is written
     return [
-        {"image": str(f), **classify(module, d, out_dir / f"{f.stem}.png", title=f.name)} for f, d in zip(files, digits)
+        {"image": str(f), **classify(module, d, out_dir / figure_name(f), title=f.name)} for f, d in zip(files, digits)
     ]
 
 

@@ -7,9 +7,11 @@ python -m snn.report outputs/multirun/<sweep> --reference model=ann    # + compa
 
 import argparse
 import csv
+import io
 import sys
 from pathlib import Path
 
+from snn.report_outputs import RECORD, OutputError, write_owned
 from snn.run_groups import (
     Configuration,
     SelectionError,
@@ -23,6 +25,12 @@ from snn.run_groups import (
 )
 from snn.uncertainty import Difference, Summary, summarize, welch_difference
 
+OWNERSHIP = (
+    "Writes results.md, results_grouped.csv, results_runs.md, results.csv, accuracy_vs_T.png, val_acc_per_epoch.png "
+    f"(and comparison.md with --reference) into the folder or --out, and records them in {RECORD} there. It "
+    "replaces only files it wrote itself and that are unchanged since: if another file has one of these names (your "
+    "own results.md, a report edited since), it stops with one line naming it and writes nothing."
+)
 ALWAYS_SHOWN = ("model", "baseline", "neuron", "encoder", "T", "epochs")  # other keys: a column where they differ
 METRICS = [  # (header, results.json key, format of one value or of a mean)
     ("hidden firing rate", "test/firing_rate/layer1", "{:.3f}"),
@@ -102,18 +110,19 @@ def grouped_markdown(configurations: list[Configuration]) -> str:
     return markdown_table(headers, rows) + "\n" + GROUPED_NOTE
 
 
-def write_runs_csv(runs: list[dict], path: Path) -> None:
-    with path.open("w", newline="") as f:
+def runs_csv(runs: list[dict]) -> str:
+    with io.StringIO(newline="") as f:
         writer = csv.writer(f)
         writer.writerow([key for _, key, _ in RUN_COLUMNS] + ["run_dir"])
         writer.writerows([[run.get(key, "") for _, key, _ in RUN_COLUMNS] + [run["run_dir"]] for run in runs])
+        return f.getvalue()
 
 
-def write_grouped_csv(configurations: list[Configuration], path: Path) -> None:
+def grouped_csv(configurations: list[Configuration]) -> str:
     """Fractions as in results.json (test/acc 0.9831), not percent; empty where n = 1 gives no spread."""
     means = ["val/acc_best", *[key for _, key, _ in METRICS]]
     keys = all_keys([c.key for c in configurations])
-    with path.open("w", newline="") as f:
+    with io.StringIO(newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
             [*keys, "n", "seeds", "test/acc_mean", "test/acc_std", "test/acc_ci95_low", "test/acc_ci95_high"]
@@ -128,6 +137,7 @@ def write_grouped_csv(configurations: list[Configuration], path: Path) -> None:
                 + [mean_or_none(c.values(key)) for key in means]
                 + [";".join(run["run_dir"] for run in c.runs)]
             )
+        return f.getvalue()
 
 
 def verdict(difference: Difference | None) -> str:
@@ -160,16 +170,29 @@ def comparison_markdown(reference: Configuration, configurations: list[Configura
     )
 
 
+def figure_bytes(figure) -> bytes:
+    from snn.plots import save
+
+    with io.BytesIO() as buffer:
+        save(figure, buffer)
+        return buffer.getvalue()
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser("python -m snn.report", description=__doc__.split("\n\n")[0], epilog=OWNERSHIP)
     parser.add_argument("folder", type=Path)
-    parser.add_argument("--out", type=Path, help="where to write (default: the folder)")
+    parser.add_argument("--out", type=Path, help="the folder to write into (default: the folder read)")
     parser.add_argument(
         "--reference",
         metavar="KEY=VALUE[,KEY=VALUE...]",
         help="compare every configuration's mean test accuracy with the one this selects (e.g. model=ann)",
     )
     args = parser.parse_args(argv)
+    out = args.out or args.folder
+    for path, what in ((args.folder, "the folder to read"), (out, "--out")):
+        if path.exists() and not path.is_dir():
+            print(f"error: {path}: not a folder ({what} must be one)", file=sys.stderr)
+            return 2
     if not args.folder.is_dir():
         print(f"error: {args.folder}: no such folder", file=sys.stderr)
         return 2
@@ -187,29 +210,35 @@ def main(argv: list[str] | None = None) -> int:
     except SelectionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    out = args.out or args.folder
-    out.mkdir(parents=True, exist_ok=True)
     table = grouped_markdown(configurations)
-    (out / "results.md").write_text(table)
-    (out / "results_runs.md").write_text(runs_markdown(runs))
-    write_runs_csv(runs, out / "results.csv")
-    write_grouped_csv(configurations, out / "results_grouped.csv")
-    written = ["results.md", "results_grouped.csv (per configuration)", "results_runs.md", "results.csv (per run)"]
+    texts = {
+        "results.md": table,
+        "results_grouped.csv": grouped_csv(configurations),
+        "results_runs.md": runs_markdown(runs),
+        "results.csv": runs_csv(runs),
+    }
+    if reference is not None:
+        texts["comparison.md"] = comparison_markdown(reference, configurations)
+    from snn.report_plots import accuracy_vs_T_figure, val_curves_figure  # matplotlib only when plotting
+
+    contents = {name: text.encode() for name, text in texts.items()}
+    contents["accuracy_vs_T.png"] = figure_bytes(accuracy_vs_T_figure(configurations))
+    contents["val_acc_per_epoch.png"] = figure_bytes(val_curves_figure(configurations))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_owned(out, contents)
+    except OutputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # a full disk, no permission
+        print(f"error: {out}: cannot write the report ({error.strerror or error})", file=sys.stderr)
+        return 1
     print(table)
     if reference is not None:
-        comparison = comparison_markdown(reference, configurations)
-        (out / "comparison.md").write_text(comparison)
-        written.append("comparison.md")
-        print(comparison)
-    from snn.plots import save  # matplotlib only when plotting
-    from snn.report_plots import accuracy_vs_T_figure, val_curves_figure
-
-    save(accuracy_vs_T_figure(configurations), out / "accuracy_vs_T.png")
-    save(val_curves_figure(configurations), out / "val_acc_per_epoch.png")
-    written += ["accuracy_vs_T.png", "val_acc_per_epoch.png"]
+        print(texts["comparison.md"])
     run_count = f"{len(runs)} run" + "s" * (len(runs) != 1)
     configuration_count = f"{len(configurations)} configuration" + "s" * (len(configurations) != 1)
-    print(f"{run_count}, {configuration_count} -> {out}: {', '.join(written)}")
+    print(f"{run_count}, {configuration_count} -> {out}: {', '.join(contents)}")
     return 0
 
 

@@ -1,6 +1,7 @@
 """The runs below a folder, read from their results.json and grouped into configurations repeated over seeds."""
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,17 +65,55 @@ class Configuration:
         return summarize(self.values("test/acc"))
 
 
+# What the report computes with must be a number: the metrics and these counts (it sorts and plots by T). The other
+# keys are the run's identity, compared as they are: any JSON value, null included.
+INTEGER_KEYS = ("T", "epochs", "seed")
+MAX_BYTES = 10 << 20  # results.json is a few kB; anything near this is not one
+
+
+def _kind(key: str) -> tuple[str, tuple[type, ...]]:
+    return ("an integer", (int,)) if key in INTEGER_KEYS else ("a number", (int, float))
+
+
+def read_result(path: Path) -> tuple[dict, list[str]]:
+    """One results.json as data: the values the report computes with checked to be numbers. NaN and infinities (json accepts
+    them, older runs wrote them) become missing values, named in the returned notes. ValueError: not usable."""
+    if not path.is_file():  # reading a FIFO would block
+        raise ValueError("not a regular file")
+    if path.stat().st_size > MAX_BYTES:
+        raise ValueError(f"{path.stat().st_size:,} bytes, larger than any results.json (at most {MAX_BYTES:,})")
+    non_finite = object()
+    try:
+        result = json.loads(path.read_text(), parse_constant=lambda name: non_finite)
+    except RecursionError:
+        raise ValueError("nested too deeply to be a results.json") from None
+    if not isinstance(result, dict):
+        raise ValueError(f"a JSON {type(result).__name__}, not an object")
+    missing = [k for k, v in result.items() if v is non_finite or (isinstance(v, float) and not math.isfinite(v))]
+    result.update(dict.fromkeys(missing, None))
+    metrics = [key for key in result if key.startswith("test/")]  # all numbers, as the report reads them
+    checked = (*INTEGER_KEYS, "test/acc", *metrics, "val/acc_best", "wall_time_s")
+    for key in dict.fromkeys(checked):
+        kind, types = _kind(key)
+        value = result.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+            raise ValueError(f"{key} is {json.dumps(value)[:40]}, expected {kind}")
+    if result.get("test/acc") is None:
+        raise ValueError("test/acc is NaN or infinite" if "test/acc" in missing else "no test/acc")
+    notes = [f"note: {path}: {', '.join(missing)} not finite (NaN or infinity): read as missing"] if missing else []
+    return result, notes
+
+
 def load_results(folder: Path) -> tuple[list[dict], list[str]]:
-    """Every readable results.json below the folder, and one message for each that is not."""
+    """Every usable results.json below the folder, and one message for each that is not or has missing values."""
     runs, problems = [], []
     for path in sorted(folder.rglob("results.json")):
         try:
-            result = json.loads(path.read_text())
-            if not isinstance(result, dict) or not isinstance(result.get("test/acc"), (int, float)):
-                raise ValueError("no test/acc")
+            result, notes = read_result(path)
         except (OSError, ValueError) as error:
             problems.append(f"skipped {path}: {type(error).__name__}: {error}")
             continue
+        problems += notes
         missing = {k: v for k, v in LEGACY_DEFAULTS.items() if k not in result and "config" not in result}
         runs.append({**result, **missing, "run_dir": str(path.parent)})
     order = {"ann": 0, "cnn": 1}

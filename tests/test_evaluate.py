@@ -13,6 +13,7 @@ from PIL import Image
 from snn.digits import load_digit
 from snn.training import train
 from tests.conftest import ROOT, train_tiny
+from tests.test_digits import bomb_png
 
 
 @pytest.fixture(scope="module")
@@ -149,17 +150,22 @@ def test_classify_an_image_and_a_folder(checkpoint, mnist_root, tmp_path):
     folder = tmp_path / "digits"
     folder.mkdir()
     light_digit_png(folder / "a.png")
-    light_digit_png(folder / "b.jpg", offset=(40, 5))
+    light_digit_png(folder / "a.jpg", offset=(40, 5))  # the same stem: each keeps its own figure
+    ink = np.zeros((90, 120, 4), dtype=np.uint8)  # black ink on a transparent background: RGB all zero
+    ink[..., 3] = 255 - np.asarray(Image.open(light_digit_png(tmp_path / "paper.png")))
+    Image.fromarray(ink).save(folder / "transparent.png")
     result = evaluate(f"ckpt={checkpoint}", f"image={folder}", cwd=tmp_path, data_root=mnist_root)
     assert result.returncode == 0, result.stderr[-2000:]
     out = newest_output_dir(checkpoint)
     predictions = json.loads((out / "predictions.json").read_text())["predictions"]
-    assert [p["image"].split("/")[-1] for p in predictions] == ["a.png", "b.jpg"]
+    assert [p["image"].split("/")[-1] for p in predictions] == ["a.jpg", "a.png", "transparent.png"]
     for p in predictions:
         assert len(p["spike_counts"]) == 10 and p["prediction"] == int(np.argmax(p["spike_counts"]))  # the most spikes
         assert sum(p["probabilities"]) == pytest.approx(1, abs=1e-3)
-    assert (out / "a.png").exists() and (out / "b.png").exists()
-    assert result.stdout.count("predicted") == 2
+    figures = [out / name for name in ("a_jpg.png", "a_png.png", "transparent_png.png")]
+    assert [p["figure"] for p in predictions] == [str(f) for f in figures]
+    assert all(f.exists() for f in figures) and figures[0].read_bytes() != figures[1].read_bytes()
+    assert result.stdout.count("predicted") == 3
 
 
 @pytest.mark.slow
@@ -171,12 +177,24 @@ def test_random_test_sample_has_its_label(checkpoint, mnist_root, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["corrupt_image", "empty_folder", "missing_ckpt", "corrupt_ckpt"])
+@pytest.mark.parametrize(
+    "case", ["corrupt_image", "empty_folder", "missing_ckpt", "corrupt_ckpt", "nan_tiff", "bomb", "fifo", "dev_null"]
+)
 def test_bad_input_is_one_clear_line(checkpoint, mnist_root, tmp_path, case):
     ckpt, image = checkpoint, None
     if case == "corrupt_image":
         image = tmp_path / "bad.png"
         image.write_bytes(b"this is not a png")
+    elif case == "nan_tiff":
+        image = tmp_path / "nan.tif"
+        Image.fromarray(np.full((28, 28), np.nan, dtype=np.float32)).save(image)
+    elif case == "bomb":
+        image = bomb_png(tmp_path / "bomb.png", 100_000, 100_000)
+    elif case == "fifo":
+        image = tmp_path / "digit.png"
+        os.mkfifo(image)  # reading it would wait for a writer for ever
+    elif case == "dev_null":
+        image = Path("/dev/null")
     elif case == "empty_folder":
         image = tmp_path / "empty"
         image.mkdir()
