@@ -35,7 +35,10 @@ class NIRError(ValueError):
     retrain: tuple[tuple[str, str], ...] = ()
 
 
-RESET_SUBTRACT = ("it was trained with neuron.reset=subtract and NIR neurons reset to zero (v_reset)", "neuron.reset=zero")
+RESET_SUBTRACT = (
+    "it was trained with neuron.reset=subtract and NIR neurons reset to zero (v_reset)",
+    "neuron.reset=zero",
+)
 MAX_POOLING = ("it max-pools (model.pool=max) and NIR has no max-pooling node", "model.pool=avg")
 
 

@@ -51,4 +51,6 @@ class Recurrent(SpikingLayer):
     def nir_node(self, dt: float):
         from snn.nir_graph import NIRError
 
-        raise NIRError("Recurrent has no NIR node: recurrent connections are not exported yet, so it cannot be exported")
+        raise NIRError(
+            "Recurrent has no NIR node: recurrent connections are not exported yet, so it cannot be exported"
+        )
