@@ -115,7 +115,7 @@ def validate(cfg: DictConfig) -> None:
     from snn.classifier import check_loss, check_optimizer
 
     _built(cfg, "encoder", lambda: instantiate(cfg.encoder))
-    _built(cfg, "neuron", lambda: instantiate(cfg.neuron)())  # a partial: each layer builds its own
+    _built(cfg, "neuron", lambda: instantiate(cfg.neuron)(shape=(1,)))  # a partial: each layer builds its own
     from snn.training import build_model  # sized by the data module's class
 
     _built(cfg, "model", lambda: build_model(cfg))

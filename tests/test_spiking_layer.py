@@ -1,6 +1,7 @@
 """The spiking-layer contract (snn/spiking_layer.py): shapes from the architecture, step vs run vs snnTorch, the
 refusal to export what has no NIR node of its own, and recurrence as a container (snn/recurrent.py)."""
 
+import json
 from functools import partial
 
 import pytest
@@ -13,7 +14,7 @@ from snn.nir_graph import NIRError, to_nir
 from snn.recurrent import Recurrent
 from snn.spike_stats import SpikeStats, Trace
 from snn.spiking_layer import SpikingLayer
-from tests.conftest import SIZES
+from tests.conftest import SIZES, train_tiny
 
 
 def test_each_neuron_is_built_with_its_stage_shape():
@@ -167,3 +168,18 @@ def test_recurrent_layers_refuse_export_with_one_line():
     message = "^Recurrent has no NIR node: recurrent connections are not exported yet, so it cannot be exported$"
     with pytest.raises(NIRError, match=message):
         to_nir(net, SIZES["input_shape"])
+
+
+def test_neuron_recurrent_lif_trains_reloads_and_refuses_export(tmp_path, mnist_root):
+    """The preset conf/neuron/recurrent_lif.yaml: a real tiny run, its checkpoint rebuilt, its SynOps recorded."""
+    from snn.evaluation import load_classifier
+
+    run = train_tiny(tmp_path, mnist_root, "neuron=recurrent_lif", "T=3", "model.hidden_sizes=[16]",
+                     "trainer.max_epochs=1")  # fmt: skip
+    results = json.loads((run / "results.json").read_text())
+    assert results["choices"]["neuron"] == "recurrent_lif" and results["test/synops"] > 0
+    module, _ = load_classifier(run / "checkpoints" / "best.ckpt")
+    assert [type(n).__name__ for n in module.net.neurons] == ["Recurrent", "Recurrent"]
+    assert [n.weight.shape for n in module.net.neurons] == [(16, 16), (10, 10)]
+    with pytest.raises(NIRError, match="^Recurrent has no NIR node"):
+        to_nir(module.net, SIZES["input_shape"])
