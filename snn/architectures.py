@@ -1,7 +1,8 @@
 """Network architectures.
 
 Spiking nets are a chain of stages: a stage's stateless layers (Linear or Conv2d + BatchNorm, with any pooling
-before them) run once on the time-flattened `[T*B, ...]` batch, then its spiking neuron runs over `[T, B, ...]`.
+before them) run once on the time-flattened `[T*B, ...]` batch, then its spiking neuron runs over `[T, B, ...]`. The
+neuron is a SpikingLayer (snn/spiking_layer.py) built for its stage's output shape: `neuron(shape=...)`.
 Non-spiking baselines (`spiking = False`) take the plain `[B, ...]` image. Every model is told the shape of its
 input and the number of classes by the data module (snn/data.py) it is trained on.
 """
@@ -17,6 +18,7 @@ from snn.config import is_count, require
 from snn.pooling import MaxPool2d
 from snn.sparse_input import SparseInputLinear
 from snn.spike_stats import Trace
+from snn.spiking_layer import SpikingLayer
 
 READOUTS = ("spike_count", "membrane")
 POOLS = {"max": MaxPool2d, "avg": nn.AvgPool2d}  # avg: exportable to NIR, which has no max-pooling
@@ -29,14 +31,35 @@ def _check_sizes(sizes: Sequence[int], key: str, example: str) -> list[int]:
     return sizes
 
 
+def stage_shapes(stages: Sequence[nn.Module], input_shape: Sequence[int]) -> list[tuple[int, ...]]:
+    """Each stage's output shape (no batch), read off one pass of a zero sample; eval mode leaves BatchNorm alone."""
+    shapes, x = [], torch.zeros(1, *input_shape)
+    with torch.no_grad():
+        for stage in stages:
+            training = stage.training
+            x = stage.eval()(x)
+            stage.train(training)
+            shapes.append(tuple(x.shape[1:]))
+    return shapes
+
+
 class SpikingNet(nn.Module):
     spiking = True
 
-    def __init__(self, stages: list[nn.Module], neuron: Callable[[], nn.Module], readout: str):
+    def __init__(
+        self,
+        stages: list[nn.Module],
+        neuron: Callable[..., SpikingLayer],
+        readout: str,
+        input_shape: Sequence[int],
+    ):
         super().__init__()
         require(readout in READOUTS, "readout", readout, ", ".join(READOUTS))
         self.stages = nn.ModuleList(stages)
-        self.neurons = nn.ModuleList(neuron() for _ in stages)
+        self.neurons = nn.ModuleList(neuron(shape=shape) for shape in stage_shapes(stages, input_shape))
+        for layer in self.neurons:
+            ok = isinstance(layer, SpikingLayer)
+            require(ok, "neuron", type(layer).__name__, "a SpikingLayer (the contract: snn/spiking_layer.py)")
         self.readout = readout
 
     def forward(self, x: torch.Tensor, trace: bool = False):
@@ -62,7 +85,7 @@ class SpikingMLP(SpikingNet):
 
     def __init__(
         self,
-        neuron: Callable[[], nn.Module],
+        neuron: Callable[..., SpikingLayer],
         hidden_sizes: Sequence[int] = (1000,),
         readout: str = "spike_count",
         sparse_input: str = "auto",
@@ -76,7 +99,7 @@ class SpikingMLP(SpikingNet):
             nn.Sequential(nn.Flatten(), SparseInputLinear(a, b, mode=sparse_input))
             for a, b in zip(sizes[:-1], sizes[1:])
         ]
-        super().__init__(stages, neuron, readout)
+        super().__init__(stages, neuron, readout, input_shape)
 
 
 def _conv_stages(
@@ -108,7 +131,7 @@ class SpikingCNN(SpikingNet):
 
     def __init__(
         self,
-        neuron: Callable[[], nn.Module],
+        neuron: Callable[..., SpikingLayer],
         channels: Sequence[int] = (32, 64),
         hidden_size: int = 128,
         readout: str = "membrane",
@@ -120,7 +143,7 @@ class SpikingCNN(SpikingNet):
     ):
         linear = functools.partial(SparseInputLinear, mode=sparse_input)
         stages = _conv_stages(channels, hidden_size, input_shape, num_classes, linear, pool)
-        super().__init__(stages, neuron, readout)
+        super().__init__(stages, neuron, readout, input_shape)
         # channels-last: oneDNN's convolutions and the pooling run faster on it; outputs follow the weights' layout
         self.to(memory_format=torch.channels_last)
 

@@ -153,7 +153,7 @@ def classify(module: Classifier, image: torch.Tensor, out_png: Path, label: int 
     prediction = int(logits[0].argmax())
     counts = module.spiking and module.net.readout == "spike_count"
     scores, name = (logits[0], "output spike counts") if counts else (probabilities, "probability")
-    threshold = getattr(module.net.neurons[-1], "threshold", None) if module.spiking else None
+    threshold = module.net.neurons[-1].threshold if module.spiking else None  # SpikingLayer's declared attribute
     trace = trace if module.spiking else None
     figure = inference_figure(image, scores, prediction, name, trace, threshold, label, title, classes=module.classes)
     save(figure, out_png)

@@ -25,15 +25,9 @@ def gib(size: float) -> str:
     return f"{size / 2**30:,.1f} GiB" if size >= 2**28 else f"{size / 2**20:,.1f} MiB"
 
 
-def neurons_per_sample(net: torch.nn.Module, input_shape) -> int:
-    """The spiking neurons of one sample at one time step: the output size of each stage, which feeds a neuron."""
-    h, count, training = torch.zeros(2, *input_shape), 0, net.training
-    with torch.no_grad():
-        for stage in net.eval().stages:
-            h = stage(h)
-            count += h[0].numel()
-    net.train(training)
-    return count
+def neurons_per_sample(net: torch.nn.Module) -> int:
+    """The spiking neurons of one sample at one time step: every layer's neurons, as the layers were built."""
+    return sum(math.prod(neuron.shape) for neuron in net.neurons)
 
 
 def time_steps_bytes(T: int, batch: int, input_shape, net: torch.nn.Module, training: bool, width: int = 4) -> int:
@@ -42,7 +36,7 @@ def time_steps_bytes(T: int, batch: int, input_shape, net: torch.nn.Module, trai
     bytes (2 under a 16-bit precision). Weights, optimizer state and temporaries come on top (measured on CPU: the
     training bound is within 15 % of one training step's peak for the MLP and the conv net)."""
     per_neuron = 3 if training else 2
-    return T * batch * (math.prod(input_shape) + per_neuron * neurons_per_sample(net, input_shape)) * width
+    return T * batch * (math.prod(input_shape) + per_neuron * neurons_per_sample(net)) * width
 
 
 def check_training(cfg, net: torch.nn.Module, input_shape) -> None:
@@ -54,7 +48,7 @@ def check_training(cfg, net: torch.nn.Module, input_shape) -> None:
     needed = time_steps_bytes(cfg.T, batch, input_shape, net, training=True, width=width)
     have, where = available_bytes(str(cfg.trainer.get("accelerator", "auto")))
     if needed > have:
-        neurons = neurons_per_sample(net, input_shape)
+        neurons = neurons_per_sample(net)
         raise ConfigError(
             f"T={cfg.T} is too large: one batch of {batch} through {cfg.T} steps needs at least {gib(needed)} for "
             f"backpropagation through time ({neurons} neurons), more than the {gib(have)} {where}; "

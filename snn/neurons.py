@@ -8,7 +8,8 @@ Membrane dynamics follow snnTorch's `Leaky` exactly (reset signal detached, appl
 
 `LIF`, `IF` and `PLIF` run the whole sequence in one autograd function (`_LeakySequence`): a forward
 loop without a per-step graph and a hand-written backward through time, storing only the membrane
-for backward (the spikes are `membrane > threshold`).
+for backward (the spikes are `membrane > threshold`). `step` is the same equations for one time step, for containers
+that step a neuron (snn.recurrent). Every neuron here is a `SpikingLayer` (the contract: snn/spiking_layer.py).
 """
 
 import math
@@ -19,6 +20,7 @@ from torch import nn
 
 from snn import kernels
 from snn.config import is_number, require
+from snn.spiking_layer import SpikingLayer
 from snn.surrogates import Surrogate, surrogate_by_name
 
 RESETS = ("subtract", "zero")
@@ -109,7 +111,7 @@ class _LeakySequence(torch.autograd.Function):
         return grad.to(ctx.dtype), None, grad_beta, None, None, None
 
 
-class LIF(nn.Module):
+class LIF(SpikingLayer):
     """Leaky integrate-and-fire neuron with a fixed decay `beta`."""
 
     def __init__(
@@ -119,8 +121,10 @@ class LIF(nn.Module):
         reset: str = "subtract",
         surrogate: str = "atan",
         slope: float | None = None,
+        *,
+        shape: tuple[int, ...] | None = None,
     ):
-        super().__init__()
+        super().__init__(shape)
         require(is_number(beta) and 0 < beta <= 1, "beta", beta, "a number in (0, 1]")
         require(is_number(threshold) and threshold > 0, "threshold", threshold, "a number > 0")
         require(reset in RESETS, "reset", reset, ", ".join(RESETS))
@@ -142,8 +146,25 @@ class LIF(nn.Module):
         back = sorted(range(len(order)), key=order.__getitem__)
         return spikes.permute(back), membrane.permute(back)
 
-    def forward(self, current: torch.Tensor) -> torch.Tensor:
-        return self.run(current)[0]
+    def step(self, current_t: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """snnTorch Leaky's step: the state is the membrane, the reset signal S[t-1] = (U[t-1] > threshold) detached."""
+        if state is None:  # U[-1] = 0, S[-1] = 0
+            membrane = current_t
+        else:
+            reset = (state > self.threshold).to(state.dtype)
+            if self.reset == "zero":
+                membrane = self.beta * (state * (1 - reset)) + current_t
+            else:
+                membrane = self.beta * state + current_t - reset * self.threshold
+        return self.surrogate(membrane - self.threshold), membrane
+
+    def nir_node(self, dt: float):
+        """nir.LIF, or nir.IF when beta = 1 (the mapping: snn/nir_graph.py); refused for reset=subtract."""
+        from snn.nir_graph import RESET_SUBTRACT, leaky_node, must_retrain  # nir only where a graph is made
+
+        if self.reset != "zero":
+            raise must_retrain(RESET_SUBTRACT)
+        return leaky_node(float(torch.as_tensor(self.beta).detach()), self.threshold, self.shape, dt)
 
     def extra_repr(self) -> str:
         beta = float(self.beta)
@@ -154,9 +175,15 @@ class IF(LIF):
     """Integrate-and-fire: no leak (beta = 1)."""
 
     def __init__(
-        self, threshold: float = 1.0, reset: str = "subtract", surrogate: str = "atan", slope: float | None = None
+        self,
+        threshold: float = 1.0,
+        reset: str = "subtract",
+        surrogate: str = "atan",
+        slope: float | None = None,
+        *,
+        shape: tuple[int, ...] | None = None,
     ):
-        super().__init__(1.0, threshold, reset, surrogate, slope)
+        super().__init__(1.0, threshold, reset, surrogate, slope, shape=shape)
 
 
 class PLIF(LIF):
@@ -169,9 +196,11 @@ class PLIF(LIF):
         reset: str = "subtract",
         surrogate: str = "atan",
         slope: float | None = None,
+        *,
+        shape: tuple[int, ...] | None = None,
     ):
         require(not is_number(beta) or beta < 1, "beta", beta, "a number in (0, 1) (PLIF learns it through a sigmoid)")
-        super().__init__(beta, threshold, reset, surrogate, slope)
+        super().__init__(beta, threshold, reset, surrogate, slope, shape=shape)
         self.beta_logit = nn.Parameter(torch.tensor(math.log(beta / (1 - beta))))
 
     @property
@@ -189,8 +218,10 @@ class SnntorchLeaky(LIF):
         reset: str = "subtract",
         surrogate: str = "atan",
         slope: float | None = None,
+        *,
+        shape: tuple[int, ...] | None = None,
     ):
-        super().__init__(beta, threshold, reset, surrogate, slope)
+        super().__init__(beta, threshold, reset, surrogate, slope, shape=shape)
         self.leaky = snntorch.Leaky(beta=beta, threshold=threshold, reset_mechanism=reset, spike_grad=self.surrogate)
 
     def run(self, current, steps: int | None = None):
@@ -198,3 +229,5 @@ class SnntorchLeaky(LIF):
         current = current.expand(steps or len(current), *current.shape[1:])
         spikes, membranes = zip(*(self.leaky(step) for step in current))
         return torch.stack(spikes), torch.stack(membranes)
+
+    nir_node = LIF.nir_node  # the same dynamics as LIF, run by snnTorch

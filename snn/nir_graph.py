@@ -10,14 +10,15 @@ The discretisation is snnTorch's (`snntorch.export_nir` / `snntorch.import_nir`)
 The NIR neurons reset to `v_reset`, this project's `neuron.reset=zero`; a `subtract` model is refused. BatchNorm
 (running statistics, i.e. eval mode) is folded into the convolution before it. NIR has no max-pooling: only
 `model.pool=avg` conv nets export. Per-neuron parameters are arrays shaped like the layer's output.
+
+Each spiking layer says what its NIR node is (`nir_node(dt)`, snn/spiking_layer.py) or refuses; LIF, IF and PLIF
+build theirs with `leaky_node` below.
 """
 
 import nir
 import numpy as np
 import torch
 from torch import nn
-
-from snn.neurons import LIF
 
 DT = 1e-4  # seconds per time step, snnTorch's NIR convention
 SOURCE = "snn-mnist"
@@ -28,22 +29,40 @@ LOGITS = {  # how the network's logits are read off its output layer, stored in 
 
 
 class NIRError(ValueError):
-    """A network or a graph that cannot be converted exactly; the message is one line."""
+    """A network or a graph that cannot be converted exactly; the message is one line. `retrain`: the (problem,
+    setting that fixes it) pairs when training with other settings would make the network exportable."""
+
+    retrain: tuple[tuple[str, str], ...] = ()
 
 
-_CANNOT = "the network cannot be exported exactly: "
-_RESET_SUBTRACT = "it was trained with neuron.reset=subtract and NIR neurons reset to zero (v_reset)"
-_MAX_POOLING = "it max-pools (model.pool=max) and NIR has no max-pooling node"
+RESET_SUBTRACT = (
+    "it was trained with neuron.reset=subtract and NIR neurons reset to zero (v_reset)",
+    "neuron.reset=zero",
+)
+MAX_POOLING = ("it max-pools (model.pool=max) and NIR has no max-pooling node", "model.pool=avg")
 
 
-def check_exportable(net: nn.Module) -> None:
-    """Both reasons at once, so that one retraining fixes them."""
-    subtracts = any(getattr(neuron, "reset", "zero") != "zero" for neuron in getattr(net, "neurons", []))
-    max_pools = any(isinstance(module, nn.MaxPool2d) for module in net.modules())
-    problems = [_RESET_SUBTRACT] * subtracts + [_MAX_POOLING] * max_pools
-    fixes = ["neuron.reset=zero"] * subtracts + ["model.pool=avg"] * max_pools
+def must_retrain(*problems: tuple[str, str]) -> NIRError:
+    problem, fix = "; ".join(p for p, _ in problems), " ".join(f for _, f in problems)
+    error = NIRError(f"the network cannot be exported exactly: {problem}; train with {fix} to export")
+    error.retrain = problems
+    return error
+
+
+def check_exportable(net: nn.Module, dt: float = DT) -> None:
+    """Every reason that retraining with other settings fixes, at once, so that one retraining fixes them all."""
+    problems = []
+    for neuron in net.neurons:
+        try:
+            neuron.nir_node(dt)
+        except NIRError as error:
+            if not error.retrain:
+                raise
+            problems += [problem for problem in error.retrain if problem not in problems]
+    if any(isinstance(module, nn.MaxPool2d) for module in net.modules()):
+        problems.append(MAX_POOLING)
     if problems:
-        raise NIRError(f"{_CANNOT}{'; '.join(problems)}; train with {' '.join(fixes)} to export")
+        raise must_retrain(*problems)
 
 
 def _per_neuron(shape: tuple[int, ...], value: float) -> np.ndarray:
@@ -51,18 +70,17 @@ def _per_neuron(shape: tuple[int, ...], value: float) -> np.ndarray:
     return np.full(shape, value, dtype=np.float64)
 
 
-def neuron_node(neuron: nn.Module, shape: tuple[int, ...], dt: float = DT) -> nir.NIRNode:
-    """nir.LIF (or nir.IF when beta = 1) for one of this project's LIF / IF / PLIF layers."""
-    if not isinstance(neuron, LIF):
-        raise NIRError(f"cannot export the neuron {type(neuron).__name__}: LIF, IF and PLIF have NIR counterparts")
-    if neuron.reset != "zero":
-        raise NIRError(_CANNOT + _RESET_SUBTRACT + "; train with neuron.reset=zero to export")
-    beta = float(torch.as_tensor(neuron.beta).detach())  # PLIF: the learned sigmoid(beta_logit)
-    threshold = float(neuron.threshold)
+def leaky_node(beta: float, threshold: float, shape: tuple[int, ...], dt: float = DT) -> nir.NIRNode:
+    """nir.LIF (nir.IF when beta = 1, nir.LI when the threshold is infinite: it never fires) for a layer of
+    reset-to-zero LIF neurons of `shape` (LIF's nir_node, so IF's, PLIF's and LeakyIntegrator's too)."""
+    if shape is None:
+        raise NIRError("a neuron built without its shape has no NIR node (its parameters are arrays of that shape)")
     zeros, v_threshold = _per_neuron(shape, 0.0), _per_neuron(shape, threshold)
     if beta == 1:
         return nir.IF(r=_per_neuron(shape, 1.0), v_threshold=v_threshold, v_reset=zeros)
     tau = dt / (1 - beta)
+    if np.isinf(threshold):
+        return nir.LI(tau=_per_neuron(shape, tau), r=_per_neuron(shape, tau / dt), v_leak=zeros)
     return nir.LIF(
         tau=_per_neuron(shape, tau),
         r=_per_neuron(shape, tau / dt),
@@ -107,7 +125,7 @@ def conv_node(conv: nn.Conv2d, batch_norm: nn.BatchNorm2d | None, shape: tuple[i
 
 def pool_node(pool: nn.Module) -> nir.AvgPool2d:
     if isinstance(pool, nn.MaxPool2d):
-        raise NIRError(_CANNOT + _MAX_POOLING + "; train with model.pool=avg to export")
+        raise must_retrain(MAX_POOLING)
     if pool.ceil_mode or pool.divisor_override is not None or np.any(_pair(pool.padding) != 0):
         raise NIRError("only plain average pooling exports (no padding, ceil_mode or divisor_override)")
     stride = pool.stride if pool.stride is not None else pool.kernel_size
@@ -152,10 +170,11 @@ def _unique(nodes: dict, name: str) -> str:
 def to_nir(net: nn.Module, input_shape: tuple[int, ...], metadata: dict | None = None, dt: float = DT) -> nir.NIRGraph:
     """The NIR graph of a SpikingNet (as in eval mode): Input -> per stage its layers and its neuron -> Output.
     `input_shape`: one sample's, `[C, H, W]`, as the data module the net was trained on says (snn/data.py).
-    `metadata` (T, encoder, ...) is stored in the graph beside the source, dt and the readout."""
+    `metadata` (T, encoder, ...) is stored in the graph beside the source, dt and the readout. Each stage's neuron
+    gives its own node (`nir_node`, snn/spiking_layer.py)."""
     if not getattr(net, "spiking", False) or not hasattr(net, "stages"):
         raise NIRError(f"{type(net).__name__} is not a spiking network: only spiking models export to NIR")
-    check_exportable(net)
+    check_exportable(net, dt)
     nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type=np.array(input_shape))}
     shape = tuple(input_shape)
     for i, (stage, neuron) in enumerate(zip(net.stages, net.neurons)):
@@ -163,7 +182,9 @@ def to_nir(net: nn.Module, input_shape: tuple[int, ...], metadata: dict | None =
         for name, node, out_shape in layer_nodes(layers, shape):
             nodes[_unique(nodes, f"stage{i}_{name}")] = node
             shape = out_shape
-        node = neuron_node(neuron, shape, dt)
+        if neuron.shape != shape:
+            raise NIRError(f"stage {i}: its neuron's shape {neuron.shape} is not its layers' output shape {shape}")
+        node = neuron.nir_node(dt)
         nodes[_unique(nodes, f"stage{i}_{type(node).__name__.lower()}")] = node
     nodes["output"] = nir.Output(output_type=np.array(shape))
     names = list(nodes)

@@ -25,7 +25,8 @@ from torch import nn
 from snn.architectures import READOUTS, SpikingNet
 from snn.neurons import IF, LIF
 from snn.nir_checks import check_declared_sizes, check_finite, stored_data, stored_encoder, stored_T
-from snn.nir_graph import DT, NIRError
+from snn.nir_graph import DT, NIRError, leaky_node
+from snn.spiking_layer import SpikingLayer
 
 LAYERS = (nir.Affine, nir.Linear, nir.Conv2d, nir.AvgPool2d, nir.SumPool2d, nir.Flatten)
 NEURONS = (nir.LIF, nir.IF, nir.LI)
@@ -35,15 +36,25 @@ SUPPORTED = ", ".join(t.__name__ for t in (nir.Input, nir.Output, *LAYERS, *NEUR
 class LeakyIntegrator(LIF):
     """NIR's LI: a LIF that never fires (threshold +inf), so its membrane integrates with leak and no reset."""
 
-    def __init__(self, beta: float):
-        super().__init__(beta, threshold=float("inf"), reset="zero")
+    def __init__(self, beta: float, *, shape: tuple[int, ...] | None = None):
+        super().__init__(beta, threshold=float("inf"), reset="zero", shape=shape)
+
+    def nir_node(self, dt: float) -> nir.LI:
+        return leaky_node(float(self.beta), self.threshold, self.shape, dt)  # an infinite threshold: nir.LI
 
 
 class NIRNet(SpikingNet):
     """A SpikingNet whose stages each have their own neuron, as read from a NIR graph."""
 
-    def __init__(self, stages: list[nn.Module], neurons: list[nn.Module], readout: str):
-        super().__init__(stages, iter(neurons).__next__, readout)  # the factory hands out one neuron per stage
+    def __init__(self, stages: list[nn.Module], neurons: list[SpikingLayer], readout: str, input_shape: tuple):
+        handed = iter(neurons)
+
+        def factory(shape: tuple[int, ...]) -> SpikingLayer:  # hands out one neuron per stage, in order
+            neuron = next(handed)
+            neuron.shape = shape  # read from the graph before its stage's output shape was known
+            return neuron
+
+        super().__init__(stages, factory, readout, input_shape)
 
 
 def chain(graph: nir.NIRGraph) -> list[tuple[str, nir.NIRNode]]:
@@ -211,13 +222,10 @@ def from_nir(graph: nir.NIRGraph, dt: float | None = None, readout: str | None =
     readout = readout or str(metadata.get("readout", "spike_count"))
     if readout not in READOUTS:
         raise NIRError(f"readout {readout!r} is not one of {', '.join(READOUTS)}")
-    net = NIRNet(stages, neurons, readout).eval()
-    try:  # shapes the graph did not state (no type check) show up here, once
-        with torch.no_grad():
-            net(torch.zeros(1, 1, *input_shape))
+    try:  # shapes the graph did not state (no type check) show up here, once: the net sizes its neurons by a pass
+        return NIRNet(stages, neurons, readout, input_shape).eval()
     except RuntimeError as error:
         raise NIRError(f"the layers' shapes do not fit together ({str(error).splitlines()[0]})") from None
-    return net
 
 
 def _plain(value):

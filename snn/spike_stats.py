@@ -3,7 +3,8 @@
 - firing rate of a spiking layer: mean spikes per neuron per time step.
 - SynOps: each spike that reaches a weighted layer triggers one accumulate per synapse it drives (its fan-out:
   every output of a Linear, C_out x k x k outputs of a convolution, fewer at the borders). They are counted
-  exactly by running the layer with all weights set to 1 on the binary spikes and summing the result.
+  exactly by running the layer with all weights set to 1 on the binary spikes and summing the result. A spiking
+  layer's own connections (e.g. a recurrent weight) are counted by the layer itself: its `synops(spikes)`.
 - MACs: dense multiply-accumulates of a weighted layer on analog input: every layer of an ANN, and the first
   layer of a spiking net under `encoder=direct` (the same current at every step, so computed, and counted,
   once per sample).
@@ -103,6 +104,8 @@ class SpikeStats:
                 self.synops += count_accumulates(stage, x.flatten(0, 1))
             else:
                 self.macs += batch * self.dense_macs[i]
+        for neuron, spikes in zip(self.net.neurons, trace.spikes):
+            self.synops += float(neuron.synops(spikes))
         if not self.layer_spikes:
             self.layer_spikes = [0.0] * len(trace.spikes)
             self.layer_steps = [0] * len(trace.spikes)

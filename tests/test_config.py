@@ -21,7 +21,7 @@ def test_every_option_composes_and_instantiates(compose_cfg, group, option):
     if group == "data":  # what it yields is known without reading a file
         assert built.input_shape == (1, 28, 28) and built.num_classes == len(built.class_names) == 10
     elif group == "neuron":
-        built = built()  # a partial: the architecture builds one per layer
+        built = built(shape=(5,))  # a partial: the architecture builds one per layer, for its shape
         spikes = built(torch.randn(3, 2, 5))
         assert spikes.shape == (3, 2, 5) and set(spikes.unique().tolist()) <= {0.0, 1.0}
     elif group == "encoder":

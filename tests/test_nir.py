@@ -3,6 +3,7 @@ and in a direct computation of NIR's discrete dynamics; the refusals; the export
 
 import json
 import os
+import re
 import subprocess
 import sys
 from functools import partial
@@ -253,6 +254,25 @@ def test_export_command(checkpoint, capsys):
     assert capsys.readouterr().out.strip() == str(written)
     with pytest.raises(SystemExit, match=r"^error: unknown argument 'T=5'"):
         main([f"ckpt={checkpoint}", "T=5"])
+
+
+def test_export_command_refuses_a_layer_with_other_dynamics(checkpoint, monkeypatch, tmp_path):
+    """A LIF subclass that overrides `run` (snn/spiking_layer.py's contract) is not exported as a plain LIF."""
+    import snn.evaluation
+    from snn.export import main
+    from tests.test_spiking_layer import OtherDynamics
+
+    def load(path, load=snn.evaluation.load_classifier):  # the trained run, its neurons' dynamics changed
+        module, cfg = load(path)
+        for neuron in module.net.neurons:
+            neuron.__class__ = OtherDynamics
+        return module, cfg
+
+    monkeypatch.setattr(snn.evaluation, "load_classifier", load)
+    message = "OtherDynamics has no NIR node: it defines no nir_node for its own dynamics, so it cannot be exported"
+    with pytest.raises(SystemExit, match=f"^error: {re.escape(str(checkpoint))}: {message}$"):
+        main([f"ckpt={checkpoint}", f"out={tmp_path / 'other.nir'}"])
+    assert not (tmp_path / "other.nir").exists()
 
 
 @pytest.mark.slow

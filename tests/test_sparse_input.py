@@ -1,3 +1,5 @@
+from functools import partial
+
 import pytest
 import torch
 from torch import nn
@@ -90,7 +92,7 @@ def test_spiking_mlp_trains_the_same_either_way():
     nets = []
     for mode in ("always", "never"):
         torch.manual_seed(4)
-        net = SpikingMLP(lambda: LIF(), sparse_input=mode, **SIZES)
+        net = SpikingMLP(partial(LIF), sparse_input=mode, **SIZES)
         optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
         logits, trace = net(x, trace=True)
         nn.functional.cross_entropy(logits, labels).backward()

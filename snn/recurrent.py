@@ -1,0 +1,56 @@
+"""Recurrence as a layer: a spiking layer whose spikes are fed back, through a learned all-to-all weight, into its own
+input current at the next step:
+
+    I'[t] = I[t] + W s[t-1]   (s[-1] = 0),   s[t], state = neuron.step(I'[t], state)
+
+`W` is `[n, n]` for the layer's n = prod(shape) neurons (W[i, j]: from neuron j to neuron i, self-connections
+included). The wrapped neuron is any SpikingLayer that implements `step`; time runs through `SpikingLayer.run`'s step
+loop with plain autograd. As a neuron factory (`neuron=partial(Recurrent, partial(LIF, beta=0.9))`, or a yaml with a
+nested `_partial_` neuron) it makes any SpikingNet recurrent without changing `SpikingNet.forward`.
+"""
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from snn.spiking_layer import SpikingLayer
+
+
+class Recurrent(SpikingLayer):
+    def __init__(self, neuron: Callable[..., SpikingLayer], *, shape: tuple[int, ...]):
+        super().__init__(shape)
+        if self.shape is None:
+            raise ValueError("Recurrent needs its layer's shape (shape=...) to size its recurrent weight")
+        self.neuron = neuron(shape=self.shape)
+        if type(self.neuron).step is SpikingLayer.step:
+            raise ValueError(f"Recurrent steps the neuron it wraps: {type(self.neuron).__name__} has no step")
+        self.threshold = self.neuron.threshold
+        n = math.prod(self.shape)
+        # nn.Linear's default initialisation, U(-1/sqrt(n), 1/sqrt(n)), for a fan-in of n
+        self.weight = nn.Parameter(torch.empty(n, n).uniform_(-1 / math.sqrt(n), 1 / math.sqrt(n)))
+
+    def step(self, current_t: torch.Tensor, state=None):
+        """The state is (the wrapped neuron's state, this step's spikes): the membrane comes first."""
+        inner, previous = (None, None) if state is None else state
+        if previous is not None:
+            feedback = previous.flatten(1).to(self.weight.dtype) @ self.weight.T
+            current_t = current_t + feedback.view(current_t.shape).to(current_t.dtype)
+        spikes, inner = self.neuron.step(current_t, inner)
+        return spikes, (inner, spikes)
+
+    def synops(self, spikes: torch.Tensor) -> float:
+        """Each spike fed back reaches all n neurons; the last step's spikes are not fed back (there is no next)."""
+        fed_back = float(spikes[:-1].sum(dtype=torch.float64)) * self.weight.shape[0]
+        return fed_back + self.neuron.synops(spikes)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"
+
+    def nir_node(self, dt: float):
+        from snn.nir_graph import NIRError
+
+        raise NIRError(
+            "Recurrent has no NIR node: recurrent connections are not exported yet, so it cannot be exported"
+        )
