@@ -8,10 +8,9 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from snn.config import ConfigError, quote_path_overrides
+from snn.checks import ConfigError
 from snn.data import DataError
 from snn.digits import ImageError
-from snn.nir_graph import NIRError
 from snn.evaluation import (
     CheckpointError,
     classify_files,
@@ -23,6 +22,8 @@ from snn.evaluation import (
     test_set_summary,
     write_json,
 )
+from snn.nir_graph import NIRError
+from snn.run_setup import quote_path_overrides
 
 
 @hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")

@@ -10,8 +10,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from snn.config import STORAGE_ERRORS, ConfigError, Interrupted, quote_path_overrides, rank, storage_error, validate
+from snn.checks import ConfigError
+from snn.config import validate
 from snn.data import DataError
+from snn.run_setup import STORAGE_ERRORS, Interrupted, quote_path_overrides, rank, storage_error
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")

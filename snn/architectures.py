@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from snn.config import is_count, require
+from snn.checks import is_count, require
 from snn.pooling import MaxPool2d
 from snn.sparse_input import SparseInputLinear
 from snn.spike_stats import Trace

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 from torchvision.datasets import MNIST, FashionMNIST
 
-from snn.config import is_count, is_number, require
+from snn.checks import is_count, is_number, require
 
 
 class DataError(RuntimeError):

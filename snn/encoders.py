@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from snn.config import is_count, is_number, require
+from snn.checks import is_count, is_number, require
 
 
 class Encoder(nn.Module):

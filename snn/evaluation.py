@@ -12,10 +12,11 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from snn.checkpoints import CheckpointError, read_checkpoint
+from snn.checks import ConfigError
 from snn.classifier import Classifier
-from snn.config import ConfigError, validate
-from snn.memory import check_evaluation
+from snn.config import validate
 from snn.digits import image_files, load_digit
+from snn.memory import check_evaluation
 from snn.plots import confusion_figure, inference_figure, save
 from snn.run_identity import identity
 from snn.training import build_classifier

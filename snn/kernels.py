@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from snn.config import ConfigError
+from snn.checks import ConfigError
 
 mode = os.environ.get("SNN_KERNELS", "1")
 enabled = mode != "0"

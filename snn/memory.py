@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from snn.config import ConfigError
+from snn.checks import ConfigError
 
 
 def available_bytes(accelerator: str = "auto") -> tuple[int, str]:

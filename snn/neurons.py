@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from snn import kernels
-from snn.config import is_number, require
+from snn.checks import is_number, require
 from snn.spiking_layer import SpikingLayer
 from snn.surrogates import Surrogate, surrogate_by_name
 

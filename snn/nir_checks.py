@@ -11,14 +11,12 @@ from pathlib import Path
 import h5py
 import nir
 import numpy as np
-
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from snn.checkpoints import CONF
-from snn.config import ConfigError
+from snn.checks import ConfigError
 from snn.nir_graph import NIRError
-
 
 MAX_BYTES = 2**30  # of declared arrays in one graph: ~40x the largest model here (csnn_wide), far above MNIST nets
 PARAMETERS = ("weight", "bias", "tau", "r", "v_leak", "v_threshold", "v_reset")

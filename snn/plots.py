@@ -4,6 +4,7 @@ The sweep figures of snn.report are in report_plots.py.
 """
 
 import math
+
 import matplotlib
 
 matplotlib.use("Agg")  # no display needed: evaluation and training run headless

@@ -3,7 +3,7 @@
 import shutil
 from pathlib import Path
 
-from snn.config import ConfigError
+from snn.checks import ConfigError
 
 # What train.py (and Hydra for it) writes into a run folder; `overwrite=true` removes these and nothing else.
 # train.log is no sign of a run: under torchrun another rank may have opened it in this run's folder already.

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from snn import kernels
-from snn.config import require
+from snn.checks import require
 
 MODES = ("auto", "always", "never")
 

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from snn.config import is_number, require
+from snn.checks import is_number, require
 
 
 class Surrogate:

@@ -23,9 +23,10 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from snn.checkpoint_io import AtomicCheckpointIO
 from snn.checkpoints import CheckpointError, read_checkpoint
+from snn.checks import ConfigError
 from snn.classifier import Classifier
-from snn.config import STORAGE_ERRORS, ConfigError, Interrupted, rank
 from snn.run_identity import hparams, identity
+from snn.run_setup import STORAGE_ERRORS, Interrupted, rank
 
 log = logging.getLogger(__name__)
 # In-memory tensors need no loader workers; Lightning's advice to add some does not apply.

@@ -1,10 +1,8 @@
 """Spread over repeated runs: mean, sample std, Student-t confidence intervals, Welch's difference of two means.
 
-Plain Python (no scipy among the dependencies): the t quantile is found by bisection on the t distribution's CDF,
-integrated with Simpson's rule.
+The t quantile is scipy's.
 """
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -26,32 +24,13 @@ class Difference:
     dof: float  # Welch–Satterthwaite degrees of freedom
 
 
-def _t_density(x: float, dof: float) -> float:
-    log_norm = math.lgamma((dof + 1) / 2) - math.lgamma(dof / 2) - 0.5 * math.log(dof * math.pi)
-    return math.exp(log_norm - (dof + 1) / 2 * math.log1p(x * x / dof))
-
-
-def _t_mass_from_zero(t: float, dof: float, steps: int = 1000) -> float:
-    """P(0 <= X <= t) for X ~ Student t: Simpson's rule on a smooth density, accurate far beyond 3 decimals."""
-    h = t / steps
-    inner = sum((4 if i % 2 else 2) * _t_density(i * h, dof) for i in range(1, steps))
-    return h / 3 * (_t_density(0.0, dof) + inner + _t_density(t, dof))
-
-
-@functools.lru_cache  # a report asks for the same few (p, dof) pairs again and again
 def t_quantile(p: float, dof: float) -> float:
     """The p-quantile (0.5 < p < 1) of Student's t with `dof` > 0 degrees of freedom (not necessarily an integer)."""
     if not 0.5 < p < 1 or dof <= 0:
         raise ValueError(f"t_quantile needs 0.5 < p < 1 and dof > 0, got p={p}, dof={dof}")
-    # Beyond 1e7 the t distribution is the normal one to 7 digits (and the lgamma difference would lose precision).
-    dof = min(dof, 1e7)
-    target, low, high = p - 0.5, 0.0, 1.0
-    while _t_mass_from_zero(high, dof) < target:
-        low, high = high, 2 * high
-    for _ in range(50):
-        middle = (low + high) / 2
-        low, high = (middle, high) if _t_mass_from_zero(middle, dof) < target else (low, middle)
-    return (low + high) / 2
+    from scipy.stats import t  # imported when a report needs it: scipy takes a moment to load
+
+    return float(t.ppf(p, dof))
 
 
 def _half_width(standard_error: float, dof: float) -> float:

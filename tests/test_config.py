@@ -5,7 +5,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from snn.config import ConfigError, validate
+from snn.checks import ConfigError
+from snn.config import validate
 from snn.training import build_model
 from tests.conftest import CONF, ROOT
 
@@ -164,3 +165,13 @@ def test_unwritable_outputs_is_one_clear_line(tmp_path, mnist_root):
     assert last.startswith("error: cannot write outputs: ") and "not writable" in last
     assert "Traceback" not in result.stderr
     assert (tmp_path / "outputs").read_text().startswith("a file")  # nothing the user had is touched
+
+
+def test_the_leaf_modules_import_neither_lightning_nor_hydra():
+    """Neurons, encoders, surrogates, layers and architectures (and the checks they use) are plain torch modules."""
+    leaves = "snn.checks, snn.neurons, snn.encoders, snn.surrogates, snn.spiking_layer, snn.recurrent, snn.architectures"
+    frameworks = ("pytorch_lightning", "lightning", "lightning_fabric", "hydra", "omegaconf")
+    code = f"import sys, {leaves}; print(sorted({{m.split('.')[0] for m in sys.modules}} & set({frameworks!r})))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -128,7 +128,8 @@ def test_checkpoint_of_a_run_before_the_data_group_still_evaluates(tmp_path, mni
 
 
 def test_a_data_target_that_is_no_data_module_is_refused_in_one_line(compose_cfg):
-    from snn.config import ConfigError, validate
+    from snn.checks import ConfigError
+    from snn.config import validate
 
     with pytest.raises(ConfigError, match=r"^data._target_='os.system' is not allowed: a data module class that"):
         validate(compose_cfg("data._target_=os.system"))

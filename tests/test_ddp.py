@@ -11,7 +11,7 @@ import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from snn.config import run_time
+from snn.run_setup import run_time
 from tests.conftest import ROOT, TINY
 
 # The tiny set's 80 training images split between 2 processes: 40 each, 3 batches of 16 per epoch (5 in one process).

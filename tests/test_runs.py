@@ -11,7 +11,8 @@ import time
 import pytest
 import torch
 
-from snn.config import ConfigError, validate
+from snn.checks import ConfigError
+from snn.config import validate
 from tests.conftest import ROOT, TINY
 from tests.test_resume import stored_epoch
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from snn import kernels
-from snn.config import ConfigError
+from snn.checks import ConfigError
 from snn.neurons import IF, LIF, PLIF
 from snn.surrogates import SURROGATES
 from tests.conftest import ROOT, TINY
