@@ -40,7 +40,7 @@ def check_run(run: Path, T: int) -> None:
     themselves), and the training data were split between two processes."""
     results = json.loads((run / "results.json").read_text())
     events = EventAccumulator(str(run)).Reload()
-    assert (results["T"], results["hidden_sizes"], results["epochs"]) == (T, "[16]", 2)
+    assert (results["T"], results["model.hidden_sizes"], results["epochs"]) == (T, [16], 2)
     assert results["val/acc_best"] == pytest.approx(max(e.value for e in events.Scalars("val/acc")))
     assert results["test/acc"] == pytest.approx(events.Scalars("test/acc")[-1].value)
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
