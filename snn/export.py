@@ -2,7 +2,7 @@
 
     python -m snn.export ckpt=outputs/<run>/checkpoints/best.ckpt [out=<file>.nir] [overwrite=true]
 
-writes `outputs/<run>/export/best.nir` (by default) and prints its path. See README, "NIR export and import".
+writes `outputs/<run>/export/best.nir` (by default) and prints its path. See docs/nir.md.
 """
 
 import os

@@ -38,7 +38,7 @@ class _SparseInputProduct(torch.autograd.Function):
 class SparseInputLinear(nn.Linear):
     """`nn.Linear` for spike inputs. `mode`: auto (event-driven on CPU when at most `max_density` of the
     inputs are non-zero), always (event-driven on CPU whatever the density), never (dense).
-    0.4 is where both cost the same for the 784-1000 layer on the 2-core development machine (README)."""
+    0.4 is where both cost the same for the 784-1000 layer on the 2-core development machine (docs/speed.md)."""
 
     def __init__(
         self, in_features: int, out_features: int, bias: bool = True, mode: str = "auto", max_density: float = 0.4
