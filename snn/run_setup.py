@@ -71,7 +71,9 @@ OmegaConf.register_new_resolver("eval_root", eval_root, replace=True)
 def eval_name(overrides: str, image: str | None, sample) -> str:
     """An evaluation folder is named by what was evaluated: `test`, `image=<file or folder name>` or `sample=<which>`,
     then any other overrides (`test,T=10`)."""
-    what = f"image={Path(str(image)).resolve().name}" if image is not None else "test" if sample is None else f"sample={sample}"
+    what = "test" if sample is None else f"sample={sample}"
+    if image is not None:
+        what = f"image={Path(str(image)).resolve().name}"
     return run_name(",".join(filter(None, (what, overrides))))
 
 
