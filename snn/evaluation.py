@@ -116,24 +116,27 @@ def evaluate_test_set(
     download: bool = True,
 ):
     """Lightning's test loop (on a GPU where there is one), `repeats` times with encoder seeds seed, seed+1, ...:
-    metrics as the mean over repeats, test/acc with its sample std, the confusion matrix summed over repeats.
+    metrics as the mean over repeats, test/acc with its sample std, per-class accuracy over all repeats, and the
+    confusion matrix of the first pass (encoder seed `seed`): counts that add up to the test set, as its title says.
     `precision`: Lightning's, as in training (a bf16-mixed run is tested under bf16 autocast there, so here too).
     The test set is that of the dataset the model was trained on (its data module class, `module.dataset`)."""
     data = module.dataset(root=data_root, batch_size=batch_size, download=download)
     trainer = pl.Trainer(accelerator="auto", devices=1, precision=precision, logger=False, enable_model_summary=False)
-    classes = len(module.classes)
-    passes, confusion = [], torch.zeros(classes, classes, dtype=torch.long)
+    passes, matrices = [], []
     for i in range(repeats):
         torch.manual_seed(seed + i)
         if repeats > 1:  # each pass draws its own progress bar: say which one it is
             log.info("test pass %d of %d (encoder seed %d)", i + 1, repeats, seed + i)
         passes.append(trainer.test(module, datamodule=data, verbose=False)[0])
-        confusion += module.confusion_matrix
+        matrices.append(module.confusion_matrix)
     metrics = {key: sum(p[key] for p in passes) / repeats for key in passes[0]}
     accuracies = [p["test/acc"] for p in passes]
     spread = math.sqrt(sum((a - metrics["test/acc"]) ** 2 for a in accuracies) / (repeats - 1)) if repeats > 1 else None
-    per_class = (confusion.diag() / confusion.sum(1).clamp_min(1)).tolist()
-    save(confusion_figure(confusion, module.classes), out_dir / "confusion_matrix.png")
+    pooled = torch.stack(matrices).sum(0)
+    per_class = (pooled.diag() / pooled.sum(1).clamp_min(1)).tolist()
+    confusion = matrices[0]
+    title = "confusion matrix (test set" + (f", pass 1 of {repeats}: encoder seed {seed})" if repeats > 1 else ")")
+    save(confusion_figure(confusion, module.classes, title), out_dir / "confusion_matrix.png")
     return {
         "repeats": repeats,
         "encoder_seeds": list(range(seed, seed + repeats)),
@@ -143,28 +146,33 @@ def evaluate_test_set(
         **metrics,
         "per_class_acc": {name: round(a, 4) for name, a in zip(module.classes, per_class)},
         "confusion_matrix": confusion.tolist(),
+        "confusion_matrix_encoder_seed": seed,
     }
+
+
+def scores_of(logits: torch.Tensor, counts: bool) -> dict:
+    """What a reader can interpret: spike counts with each class's share of the output spikes (a softmax of raw
+    counts saturates at 1.000), or for other readouts the softmax probabilities."""
+    if not counts:
+        return {"softmax_probabilities": [round(p, 4) for p in F.softmax(logits, dim=0).tolist()]}
+    spikes = [int(c) for c in logits.tolist()]
+    total = sum(spikes)
+    return {"spike_counts": spikes, "spike_share": [round(c / total, 4) if total else 0.0 for c in spikes]}
 
 
 @torch.no_grad()
 def classify(module: Classifier, image: torch.Tensor, out_png: Path, label: int | None = None, title: str = "") -> dict:
     """Predict one image (`[C, H, W]`, the data module's input shape) and draw what the network did."""
     logits, trace = module(image.unsqueeze(0), trace=True)
-    probabilities = F.softmax(logits[0], dim=0)
     prediction = int(logits[0].argmax())
     counts = module.spiking and module.net.readout == "spike_count"
-    scores, name = (logits[0], "output spike counts") if counts else (probabilities, "probability")
+    probabilities = F.softmax(logits[0], dim=0)
+    scores, name = (logits[0], "output spike counts") if counts else (probabilities, "softmax probability")
     threshold = module.net.neurons[-1].threshold if module.spiking else None  # SpikingLayer's declared attribute
     trace = trace if module.spiking else None
     figure = inference_figure(image, scores, prediction, name, trace, threshold, label, title, classes=module.classes)
     save(figure, out_png)
-    result = {
-        "prediction": prediction,
-        "probabilities": [round(p, 4) for p in probabilities.tolist()],
-        "figure": str(out_png),
-    }
-    if counts:
-        result["spike_counts"] = [int(c) for c in logits[0].tolist()]
+    result = {"prediction": prediction, **scores_of(logits[0], counts), "figure": str(out_png)}
     if label is not None:
         result["label"] = label
     return result
@@ -201,9 +209,15 @@ def classify_test_sample(
 
 
 def prediction_line(result: dict) -> str:
-    counts = f"  spike counts {result['spike_counts']}" if "spike_counts" in result else ""
     truth = f" (true {result['label']})" if "label" in result else ""
-    return f"{result['image']}: predicted {result['prediction']}{truth}  p={max(result['probabilities']):.3f}{counts}"
+    chosen = result["prediction"]
+    if "spike_counts" in result:
+        spikes = result["spike_counts"]
+        score = f"spike share {result['spike_share'][chosen]:.3f} ({spikes[chosen]} of {sum(spikes)} output spikes)"
+        score += f"  spike counts {spikes}"
+    else:
+        score = f"softmax probability {result['softmax_probabilities'][chosen]:.3f}"
+    return f"{result['image']}: predicted {chosen}{truth}  {score}"
 
 
 def test_set_summary(metrics: dict) -> str:

@@ -99,7 +99,7 @@ def inference_figure(
     return fig
 
 
-def confusion_figure(matrix: torch.Tensor, classes):
+def confusion_figure(matrix: torch.Tensor, classes, title: str = "confusion matrix (test set)"):
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.imshow(matrix.numpy(), cmap="Blues")
     n = len(classes)
@@ -119,7 +119,7 @@ def confusion_figure(matrix: torch.Tensor, classes):
     _class_axis(ax.yaxis, classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title("confusion matrix (test set)")
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
 

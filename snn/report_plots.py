@@ -11,10 +11,25 @@ from snn.run_groups import Configuration, label, naming_keys
 from snn.uncertainty import summarize
 
 
-def _line_chart(ax, xlabel: str, ylabel: str):
+# Hollow markers, each line's a different shape and size: where lines meet, every point stays visible.
+MARKERS = (("o", 10), ("s", 7.5), ("^", 6), ("D", 4), ("v", 8.5), ("p", 5))
+MAX_TICKS = 12  # up to this many plotted x values each get a tick; more: integer ticks chosen by matplotlib
+
+
+def _marker(index: int) -> dict:
+    shape, size = MARKERS[index % len(MARKERS)]
+    return {"marker": shape, "markersize": size, "markerfacecolor": "none", "markeredgewidth": 1.3}
+
+
+def _line_chart(ax, xlabel: str, ylabel: str, xs: set):
     low, high = ax.get_ylim()
     ax.set_ylim(max(low, -0.5), min(high, 100.5))  # a wide interval of few seeds: show what accuracy can be
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if 0 < len(xs) <= MAX_TICKS:  # the swept T values, the epochs: not 0.945…1.050 around one epoch
+        ax.set_xticks(sorted(xs))
+        if len(xs) == 1:  # matplotlib would zoom to ±5 % around the one value
+            ax.set_xlim(min(xs) - 1, max(xs) + 1)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if ax.get_legend_handles_labels()[0]:  # none when no run has TensorBoard events
@@ -43,7 +58,8 @@ def accuracy_vs_T_figure(configurations: list[Configuration]):
         lines.setdefault(json.dumps({k: v for k, v in c.key.items() if k != "T"}, sort_keys=True), []).append(c)
     names = naming_keys([members[0].key for members in lines.values()], leave_out=("T",))
     greys = itertools.cycle(plt.cm.Greys([0.5, 0.65, 0.8, 0.95]))
-    for members in lines.values():
+    xs = set()
+    for index, members in enumerate(lines.values()):
         name = f"{label(members[0].key, names)} ({_runs_count(members)})"
         if not spiking(members[0]):
             accuracy, color = members[0].test_acc, next(greys)  # non-spiking: T=1, one configuration
@@ -54,8 +70,10 @@ def accuracy_vs_T_figure(configurations: list[Configuration]):
         members.sort(key=lambda c: c.key["T"])
         means = [100 * c.test_acc.mean for c in members]
         errors = [0.0 if c.test_acc.ci is None else 100 * c.test_acc.ci[1] - mean for c, mean in zip(members, means)]
-        ax.errorbar([c.key["T"] for c in members], means, yerr=errors, marker="o", capsize=3, label=name)
-    return _line_chart(ax, "time steps T", "test accuracy (%): mean, 95 % CI")
+        ts = [c.key["T"] for c in members]
+        xs.update(ts)
+        ax.errorbar(ts, means, yerr=errors, capsize=3, label=name, **_marker(index))
+    return _line_chart(ax, "time steps T", "test accuracy (%): mean, 95 % CI", xs)
 
 
 def _val_curve(run_dir: str) -> list[float]:
@@ -72,22 +90,19 @@ def _val_curve(run_dir: str) -> list[float]:
 def val_curves_figure(configurations: list[Configuration]):
     """Validation accuracy per epoch, the mean over a configuration's seeds with a ± 1 std band."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for c in configurations:
+    xs = set()
+    for index, c in enumerate(configurations):
         curves = [curve for curve in (_val_curve(run["run_dir"]) for run in c.runs) if curve]
         if not curves:
             continue
         epochs = range(1, min(map(len, curves)) + 1)  # the epochs every seed reached
         per_epoch = [summarize([curve[epoch - 1] for curve in curves]) for epoch in epochs]
         means = [s.mean for s in per_epoch]
-        (line,) = ax.plot(
-            epochs,
-            means,
-            marker=".",
-            ls="-" if spiking(c) else "--",
-            label=f"{c.label} (n={len(curves)})",
-        )
+        xs.update(epochs)
+        style = {"ls": "-" if spiking(c) else "--", "label": f"{c.label} (n={len(curves)})", **_marker(index)}
+        (line,) = ax.plot(epochs, means, **style)
         if len(curves) > 1:
             spread = [s.std for s in per_epoch]
             low, high = [m - s for m, s in zip(means, spread)], [m + s for m, s in zip(means, spread)]
             ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2, lw=0)
-    return _line_chart(ax, "epoch", "validation accuracy (%): mean ± 1 std over seeds")
+    return _line_chart(ax, "epoch", "validation accuracy (%): mean ± 1 std over seeds", xs)

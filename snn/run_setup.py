@@ -68,6 +68,18 @@ def eval_root(ckpt: str | None) -> str:
 OmegaConf.register_new_resolver("eval_root", eval_root, replace=True)
 
 
+def eval_name(overrides: str, image: str | None, sample) -> str:
+    """An evaluation folder is named by what was evaluated: `test`, `image=<file or folder name>` or `sample=<which>`,
+    then any other overrides (`test,T=10`)."""
+    what = "test" if sample is None else f"sample={sample}"
+    if image is not None:
+        what = f"image={Path(str(image)).resolve().name}"
+    return run_name(",".join(filter(None, (what, overrides))))
+
+
+OmegaConf.register_new_resolver("eval_name", eval_name, replace=True)
+
+
 def quote_path_overrides(argv: list[str], keys: tuple[str, ...]) -> list[str]:
     """Quote `key=path` arguments for Hydra's override parser: run folders are named like
     `T=25,encoder=rate`, and an unquoted `=` or `,` inside a path would be a syntax error."""

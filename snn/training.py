@@ -17,14 +17,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint
-from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
-from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from snn.checkpoint_io import AtomicCheckpointIO
 from snn.checkpoints import CheckpointError, read_checkpoint
 from snn.checks import ConfigError
 from snn.classifier import Classifier
+from snn.hparams_view import RunLogger, log_session
 from snn.run_identity import hparams, identity
 from snn.run_setup import STORAGE_ERRORS, Interrupted, rank
 
@@ -37,17 +36,6 @@ warnings.filterwarnings("ignore", message=r".*LeafSpec.*deprecated.*")
 warnings.filterwarnings("ignore", message=r".*callbacks used to create the checkpoint need to be provided.*")
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
     lambda record: "litlogger" not in record.getMessage() and "litmodels" not in record.getMessage()
-)
-
-HPARAM_METRICS = (
-    "val/acc_best",
-    "test/acc",
-    "test/loss",
-    "test/firing_rate/layer1",
-    "test/spikes_per_sample",
-    "test/synops",
-    "test/macs",
-    "test/energy_nJ",
 )
 
 
@@ -67,14 +55,6 @@ def environment() -> dict:
     commit = git("rev-parse", "HEAD")
     dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     return {"versions": versions, "git_commit": (commit + ("-dirty" if dirty else "")) or None}
-
-
-def _log_hparams(logger: TensorBoardLogger, params: dict) -> None:
-    # Written before training with the metric names only, so the HParams tab lists the run from the
-    # start and picks up the real values of those scalars as they are logged (no hp_metric placeholder).
-    writer = logger.experiment._get_file_writer()
-    for summary in hparams_summary(params, {name: 0.0 for name in HPARAM_METRICS}):
-        writer.add_summary(summary)
 
 
 def resume_point(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict, str]:
@@ -170,7 +150,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
     run_identity = identity(module.run_config["config"], choices, module.spiking)
     data = instantiate(cfg.data)
 
-    logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="", default_hp_metric=False)
+    logger = RunLogger(save_dir=str(run_dir), name="", version="", default_hp_metric=False)
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
@@ -193,7 +173,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
     if "bf16" in str(trainer.precision) and cpu and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         log.warning("trainer.precision=%s: this CPU has no bf16 instructions, 32-true is faster", trainer.precision)
     if writes:  # other ranks have no file writer (their logger's experiment is a dummy)
-        _log_hparams(logger, hparams(run_identity, cfg.seed))
+        log_session(logger, hparams(run_identity, cfg.seed))  # before training: the HParams tab lists the run
     _quiet_storage_errors_in_threads()
     try:  # Lightning turns SIGTERM into SystemExit(None), an exit status of 0: the run would pass for finished
         trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)

@@ -63,9 +63,11 @@ def test_checkpoint_on_test_set(checkpoint, mnist_root, tmp_path):
     per_repeat = metrics["test/acc_per_repeat"]
     assert metrics["test/acc"] == pytest.approx(statistics.mean(per_repeat))
     assert metrics["test/acc_std"] == pytest.approx(statistics.stdev(per_repeat))
-    confusion = torch.tensor(metrics["confusion_matrix"])
-    assert confusion.sum() == 5 * 32 and len(metrics["per_class_acc"]) == 10
-    assert confusion.diag().sum() / confusion.sum() == pytest.approx(metrics["test/acc"])  # torchmetrics agree
+    assert out.name.endswith("_test")  # named by what was evaluated, not "defaults"
+    confusion = torch.tensor(metrics["confusion_matrix"])  # one pass's counts: they add up to the test set
+    assert confusion.sum() == 32 and metrics["confusion_matrix_encoder_seed"] == 0
+    assert len(metrics["per_class_acc"]) == 10
+    assert confusion.diag().sum() / confusion.sum() == pytest.approx(per_repeat[0])  # torchmetrics agree
     assert metrics["test/synops"] > 0 and metrics["test/energy_nJ"] > 0
     assert (out / "confusion_matrix.png").stat().st_size > 0
     assert "test/acc" in result.stdout and "per-class acc" in result.stdout
@@ -119,7 +121,7 @@ def test_time_steps_override_is_recorded(checkpoint, mnist_root, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     out = newest_output_dir(checkpoint)
     assert json.loads((out / "metrics.json").read_text())["T"] == 9
-    assert "T=9" in out.name
+    assert out.name.endswith("_test,T=9")
 
 
 def test_a_checkpoint_from_before_the_newer_keys_still_loads(checkpoint, tmp_path):
@@ -133,6 +135,32 @@ def test_a_checkpoint_from_before_the_newer_keys_still_loads(checkpoint, tmp_pat
     torch.save(stored, old)
     module, cfg = load_classifier(old, T=6)
     assert cfg.T == 6 and module.net.stages[0][1].mode == "auto"
+
+
+def test_a_prediction_line_says_what_its_score_is():
+    """Spike counts [0, 0, 3, 24, 0, 4, 0, 0, 3, 8]: a softmax of the raw counts would print p=1.000."""
+    from snn.evaluation import prediction_line, scores_of
+
+    counts = scores_of(torch.tensor([0.0, 0, 3, 24, 0, 4, 0, 0, 3, 8]), counts=True)
+    assert counts["spike_share"][3] == pytest.approx(24 / 42, abs=1e-4) and "softmax_probabilities" not in counts
+    line = prediction_line({"image": "three.png", "prediction": 3, **counts})
+    assert line == (
+        "three.png: predicted 3  spike share 0.571 (24 of 42 output spikes)"
+        "  spike counts [0, 0, 3, 24, 0, 4, 0, 0, 3, 8]"
+    )
+    assert scores_of(torch.zeros(10), counts=True)["spike_share"] == [0.0] * 10  # no output spikes: no share
+    membrane = scores_of(torch.tensor([0.0, 2.0]), counts=False)
+    assert membrane == {"softmax_probabilities": [0.1192, 0.8808]} and prediction_line(
+        {"image": "x.png", "prediction": 1, "label": 1, **membrane}
+    ) == "x.png: predicted 1 (true 1)  softmax probability 0.881"
+
+
+def test_evaluation_folders_are_named_by_what_was_evaluated():
+    from snn.run_setup import eval_name
+
+    assert eval_name("", None, None) == "test" and eval_name("T=10", None, None) == "test,T=10"
+    assert eval_name("", "photos/my_three.png", None) == "image=my_three.png"
+    assert eval_name("", "photos/", None) == "image=photos" and eval_name("T=4", None, 7) == "sample=7,T=4"
 
 
 def test_light_background_off_centre_digit_is_centred(tmp_path):
@@ -159,9 +187,12 @@ def test_classify_an_image_and_a_folder(checkpoint, mnist_root, tmp_path):
     out = newest_output_dir(checkpoint)
     predictions = json.loads((out / "predictions.json").read_text())["predictions"]
     assert [p["image"].split("/")[-1] for p in predictions] == ["a.jpg", "a.png", "transparent.png"]
+    assert out.name.endswith("_image=digits")
     for p in predictions:
         assert len(p["spike_counts"]) == 10 and p["prediction"] == int(np.argmax(p["spike_counts"]))  # the most spikes
-        assert sum(p["probabilities"]) == pytest.approx(1, abs=1e-3)
+        total = sum(p["spike_counts"])
+        assert p["spike_share"] == [pytest.approx(c / total if total else 0, abs=1e-4) for c in p["spike_counts"]]
+        assert "probabilities" not in p and "softmax_probabilities" not in p
     figures = [out / name for name in ("a_jpg.png", "a_png.png", "transparent_png.png")]
     assert [p["figure"] for p in predictions] == [str(f) for f in figures]
     assert all(f.exists() for f in figures) and figures[0].read_bytes() != figures[1].read_bytes()
@@ -172,8 +203,9 @@ def test_classify_an_image_and_a_folder(checkpoint, mnist_root, tmp_path):
 def test_random_test_sample_has_its_label(checkpoint, mnist_root, tmp_path):
     result = evaluate(f"ckpt={checkpoint}", "sample=random", cwd=tmp_path, data_root=mnist_root)
     assert result.returncode == 0, result.stderr[-2000:]
-    (prediction,) = json.loads((newest_output_dir(checkpoint) / "predictions.json").read_text())["predictions"]
-    assert "label" in prediction and "(true" in result.stdout
+    out = newest_output_dir(checkpoint)
+    (prediction,) = json.loads((out / "predictions.json").read_text())["predictions"]
+    assert "label" in prediction and "(true" in result.stdout and out.name.endswith("_sample=random")
 
 
 @pytest.mark.slow

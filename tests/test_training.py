@@ -11,7 +11,7 @@ from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from snn.evaluation import load_classifier
-from snn.training import HPARAM_METRICS, train
+from snn.training import train
 from tests.conftest import ROOT, TINY
 
 
@@ -114,7 +114,7 @@ def test_averaged_run_resumes_its_average(compose_cfg, tmp_path):
 
 
 def test_hparams_tab_lists_choices_and_metrics(compose_cfg, tmp_path):
-    _train_composed(compose_cfg, tmp_path, "T=2", "neuron=plif", "trainer.fast_dev_run=true")
+    _train_composed(compose_cfg, tmp_path, "T=2", "neuron=plif", "model.hidden_sizes=[16]", "trainer.max_epochs=1")
     from tensorboard.plugins.hparams import plugin_data_pb2
 
     events = EventAccumulator(str(tmp_path)).Reload()
@@ -122,8 +122,9 @@ def test_hparams_tab_lists_choices_and_metrics(compose_cfg, tmp_path):
     session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
     assert session.hparams["neuron"].string_value == "plif"
     assert session.hparams["T"].number_value == 2
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    assert {m.name.tag for m in experiment.metric_infos} == set(HPARAM_METRICS)
+    # no experiment of its own: TensorBoard would take a run's for all runs (see snn/hparams_view.py)
+    assert "_hparams_/experiment" not in content
+    assert "val/acc" in events.Tags()["scalars"] and "epoch" not in events.Tags()["scalars"]  # a counter, no result
 
 
 @pytest.mark.slow
