@@ -40,14 +40,16 @@ def load_classifier(path: str | Path, T: int | None = None, config_folders=()) -
     return module.eval(), cfg
 
 
-def load_nir_classifier(path: str | Path, T: int | None, encoder: DictConfig | None) -> tuple[Classifier, dict]:
+def load_nir_classifier(
+    path: str | Path, T: int | None, encoder: DictConfig | None, config_folders=()
+) -> tuple[Classifier, dict]:
     """A NIR graph made anywhere, fed by `encoder` over `T` steps; both default to what its metadata records
     (graphs exported here record them). Returns the module and what evaluate.py reports of it."""
     from hydra.utils import instantiate
 
     from snn.nir_import import load_nir
 
-    net, info = load_nir(path)  # checks the metadata: the stored encoder is one of ours, its arguments plain values
+    net, info = load_nir(path, config_folders)  # checks the metadata: an encoder of the config groups, plain values
     T = T or info["T"]
     if T is None:
         raise ConfigError(f"{path}: its metadata records no T; give one: T=<time steps>")
@@ -78,7 +80,7 @@ def load_model(
     results.json records them: baselines with T=1 and no encoder; the precision it was trained and tested in).
     `batch`: the images it will see at once; a T whose activity cannot fit in memory for it is refused."""
     if str(path).endswith(".nir"):
-        module, described = load_nir_classifier(path, T, encoder)
+        module, described = load_nir_classifier(path, T, encoder, config_folders)
     else:
         if encoder is not None:
             raise ConfigError("encoder= is for .nir graphs: a checkpoint's encoder comes from its run config")
