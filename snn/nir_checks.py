@@ -93,8 +93,8 @@ def stored_T(metadata: dict) -> int | None:
 
 def stored_encoder(metadata: dict, config_folders=()) -> tuple[type, dict] | None:
     """(the encoder class, its keyword arguments but T) that the metadata names, or None if it names none.
-    Refused: a name not in conf/encoder/ (or the user's folders' encoder/), a key the class does not take, a value that is not a plain finite number,
-    string or bool, and any value the class itself refuses."""
+    Refused: a name not in conf/encoder/ (or the user's folders' encoder/), a key the class does not take, a value
+    that is not a plain finite number, string or bool, and any value the class itself refuses."""
     stored = metadata.get("encoder")
     if stored is None:
         return None
