@@ -165,3 +165,23 @@ def test_a_checkpoint_naming_another_callable_is_refused_even_with_a_search_path
     with pytest.raises(CheckpointError, match=r"'alif.AdaptiveLIF', which is neither .* \(none given\)"):
         read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert not marker.exists()
+
+
+def test_a_component_that_cannot_be_imported_stops_with_one_line(components):
+    """Its yaml found but its module not on PYTHONPATH: one line naming the key, the class and the remedy."""
+    from snn.checks import ConfigError
+    from snn.config import validate
+
+    assert "alif" not in sys.modules
+    for group, choice, target in (
+        ("neuron", "alif", "alif.AdaptiveLIF"),
+        ("data", "kmnist", "kmnist.KMNISTDataModule"),
+    ):
+        cfg, _ = compose_run(components, f"{group}={choice}")
+        with pytest.raises(ConfigError) as error:
+            validate(cfg)
+        assert str(error.value) == (
+            f"{group}._target_='{target}' cannot be imported (ModuleNotFoundError(\"No module named "
+            f"'{target.split('.')[0]}'\")): a class of your own must be importable, e.g. PYTHONPATH=<the folder "
+            "holding its module>"
+        )
