@@ -23,7 +23,7 @@ from snn.evaluation import (
     write_json,
 )
 from snn.nir_graph import NIRError
-from snn.run_setup import quote_path_overrides
+from snn.run_setup import quote_path_overrides, user_config_folders
 
 
 @hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
@@ -34,7 +34,8 @@ def main(cfg: DictConfig) -> None:
             raise ConfigError("ckpt is required: ckpt=outputs/<run>/checkpoints/best.ckpt")
         torch.manual_seed(cfg.seed)
         single = cfg.image is not None or cfg.sample is not None  # images are classified one at a time
-        module, info = load_model(cfg.ckpt, cfg.T, cfg.get("encoder"), 1 if single else cfg.data.batch_size)
+        batch = 1 if single else cfg.data.batch_size
+        module, info = load_model(cfg.ckpt, cfg.T, cfg.get("encoder"), batch, user_config_folders())
         if cfg.image is not None or cfg.sample is not None:
             results = (
                 classify_files(module, Path(cfg.image), out_dir)

@@ -1,6 +1,8 @@
 """Checkpoints are data. They are read with torch's weights-only unpickler (tensors and plain containers, nothing
 that runs code), memory-mapped (nothing is allocated while reading), and the run config stored in them may name only
-the classes the project's own config files build. Before any weight is used, the stored config is checked as a
+the classes the project's own config files build, or those of the config folders the user gives on the command line
+of this very invocation (`hydra.searchpath=[file://<dir>]`, as when training: never a path the checkpoint names).
+Before any weight is used, the stored config is checked as a
 training run's would be, and the file's tensors against the model that config describes (built on the meta device:
 shapes, no memory).
 """
@@ -26,9 +28,13 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable, unsafe or not from this project; one line naming the file."""
 
 
+SEARCHPATH_HINT = "hydra.searchpath=[file://<dir>]"
+
+
 @functools.cache
-def project_targets() -> frozenset[str]:
-    """Every `_target_` in conf/ outside Hydra's own settings: the only classes a stored config may build."""
+def targets_in(folder: Path) -> frozenset[str]:
+    """Every `_target_` in the yaml files under a config folder, outside Hydra's own settings. A file that cannot be
+    read allows nothing (Hydra reports it where it is used)."""
     targets = set()
 
     def collect(node):
@@ -42,19 +48,44 @@ def project_targets() -> frozenset[str]:
             for item in node:
                 collect(item)
 
-    for path in CONF.rglob("*.yaml"):
-        if "hydra" not in path.relative_to(CONF).parts:
-            collect(OmegaConf.to_container(OmegaConf.load(path)))
+    for path in Path(folder).rglob("*.yaml"):
+        if "hydra" not in path.relative_to(folder).parts:
+            try:
+                collect(OmegaConf.to_container(OmegaConf.load(path)))
+            except Exception:  # omegaconf and yaml raise several kinds; such a file allows nothing
+                continue
     return frozenset(targets)
 
 
-def foreign_targets(config) -> list[str]:
-    """The `_target_`s anywhere in `config` that are not the project's own."""
+def project_targets() -> frozenset[str]:
+    """Every `_target_` in conf/: the classes any stored config may build."""
+    return targets_in(CONF)
+
+
+def allowed_targets(config_folders=()) -> frozenset[str]:
+    """The project's targets and those of the user's own config folders (hydra.searchpath of this invocation)."""
+    return project_targets().union(*(targets_in(Path(folder).resolve()) for folder in config_folders))
+
+
+def searchpath_folders(value: str) -> tuple[Path, ...]:
+    """The folders of a `hydra.searchpath=[file://<dir>,...]` argument, for entry points without Hydra's parser
+    (snn.export); CheckpointError on anything but file:// entries."""
+    entries = [e.strip().strip("'\"") for e in value.strip().removeprefix("[").removesuffix("]").split(",")]
+    if not all(e.startswith("file://") and len(e) > len("file://") for e in entries):
+        raise CheckpointError(f"hydra.searchpath={value} is not allowed: a list of config folders, [file://<dir>,...]")
+    return tuple(Path(e.removeprefix("file://")) for e in entries)
+
+
+def foreign_targets(config, allowed: frozenset[str] | None = None) -> list[str]:
+    """The `_target_`s anywhere in `config` that are not among `allowed` (default: the project's own)."""
+    allowed = project_targets() if allowed is None else allowed
     if isinstance(config, dict):
-        found = [config["_target_"]] if "_target_" in config and config["_target_"] not in project_targets() else []
-        return found + [t for key, value in config.items() if key != "_target_" for t in foreign_targets(value)]
+        found = [config["_target_"]] if "_target_" in config and config["_target_"] not in allowed else []
+        return found + [
+            t for key, value in config.items() if key != "_target_" for t in foreign_targets(value, allowed)
+        ]
     if isinstance(config, list):
-        return [t for item in config for t in foreign_targets(item)]
+        return [t for item in config for t in foreign_targets(item, allowed)]
     return []
 
 
@@ -87,8 +118,9 @@ def _leaves(node, key=""):
         yield key, node
 
 
-def check_run_config(path: Path, run_config) -> None:
-    """The stored config and choices are plain data, complete, and build nothing but the project's classes."""
+def check_run_config(path: Path, run_config, config_folders=()) -> None:
+    """The stored config and choices are plain data, complete, and build nothing but the project's classes and
+    those of the user's config folders `config_folders`."""
     if not isinstance(run_config, dict) or not isinstance(run_config.get("config"), dict):
         raise CheckpointError(f"{path}: not a checkpoint written by train.py (it holds no run config)")
     config, choices = run_config["config"], run_config.get("choices", {})
@@ -108,10 +140,13 @@ def check_run_config(path: Path, run_config) -> None:
                 f"{path}: refused, its run config's {key}={value!r} is an interpolation; stored configs hold plain "
                 "values only"
             )
-    foreign = foreign_targets(config)
+    foreign = foreign_targets(config, allowed_targets(config_folders))
     if foreign:
+        given = ", ".join(str(folder) for folder in config_folders) or "none given"
         raise CheckpointError(
-            f"{path}: refused, its run config would build {foreign[0]!r}, which is not one of this project's classes"
+            f"{path}: refused, its run config would build {foreign[0]!r}, which is neither one of this project's "
+            f"classes nor a _target_ in your config folders ({given}); a run of your own component needs "
+            f"{SEARCHPATH_HINT} here as when training"
         )
 
 
@@ -155,9 +190,10 @@ def check_state(path: Path, checkpoint: dict, stored_bytes: int) -> None:
             raise CheckpointError(f"{path}: refused, its weights {key} hold NaN or infinite values")
 
 
-def read_checkpoint(path: str | Path) -> dict:
+def read_checkpoint(path: str | Path, config_folders=()) -> dict:
     """The checkpoint as a dict (weights on the CPU, memory-mapped) after the checks above; CheckpointError
-    otherwise."""
+    otherwise. `config_folders`: the user's own config folders given on this command line (hydra.searchpath), whose
+    `_target_`s a stored config may build too."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
@@ -170,6 +206,6 @@ def read_checkpoint(path: str | Path) -> dict:
         ) from None
     except Exception as error:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
-    check_run_config(path, checkpoint.get("run_config") if isinstance(checkpoint, dict) else None)
+    check_run_config(path, checkpoint.get("run_config") if isinstance(checkpoint, dict) else None, config_folders)
     check_state(path, checkpoint, stored_bytes)
     return checkpoint

@@ -14,6 +14,17 @@ class InvalidValue(ConfigError):
         super().__init__(f"{key}={value!r} is not allowed: {allowed}")
 
 
+def not_importable(key: str, target, error: ImportError) -> ConfigError:
+    """A `_target_` that cannot be imported (Hydra's ImportError: its first line names the target, its second the
+    reason), as one line: most often a class of the user's own whose folder is not on PYTHONPATH."""
+    lines = str(error).splitlines()
+    reason = lines[1] if len(lines) > 1 else lines[0] if lines else type(error).__name__
+    return ConfigError(
+        f"{key}._target_={target!r} cannot be imported ({reason}): a class of your own must be importable, e.g. "
+        "PYTHONPATH=<the folder holding its module>"
+    )
+
+
 def require(ok: bool, key: str, value, allowed: str) -> None:
     """The one way a rule on a config value is written: in the class that takes the value."""
     if not ok:

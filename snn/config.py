@@ -3,7 +3,7 @@ so its own constructor checks its values (snn.checks), and a refusal names the c
 
 from omegaconf import DictConfig, OmegaConf
 
-from snn.checks import ConfigError, InvalidValue, is_count, require
+from snn.checks import ConfigError, InvalidValue, is_count, not_importable, require
 
 
 def _built(cfg: DictConfig, group: str, build):
@@ -14,6 +14,8 @@ def _built(cfg: DictConfig, group: str, build):
         return build()
     except (InstantiationException, InvalidValue) as error:
         cause = error.__cause__ if isinstance(error, InstantiationException) else error
+        if isinstance(cause, ImportError):
+            raise not_importable(group, cfg[group].get("_target_"), cause) from None
         if not isinstance(cause, InvalidValue):
             raise
         key = "T" if (group, cause.key) == ("encoder", "T") else f"{group}.{cause.key}"  # the encoder's T is ${T}

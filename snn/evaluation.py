@@ -24,9 +24,10 @@ from snn.training import build_classifier
 log = logging.getLogger(__name__)
 
 
-def load_classifier(path: str | Path, T: int | None = None) -> tuple[Classifier, DictConfig]:
-    """Rebuild the trained model from the run config stored in its checkpoint; `T` overrides the time steps."""
-    checkpoint = read_checkpoint(path)
+def load_classifier(path: str | Path, T: int | None = None, config_folders=()) -> tuple[Classifier, DictConfig]:
+    """Rebuild the trained model from the run config stored in its checkpoint; `T` overrides the time steps.
+    `config_folders`: the user's own config folders given on this command line (see snn.checkpoints)."""
+    checkpoint = read_checkpoint(path, config_folders)
     cfg = OmegaConf.create(checkpoint["run_config"]["config"])
     if T is not None:
         cfg.T = cfg.encoder.T = T
@@ -39,14 +40,16 @@ def load_classifier(path: str | Path, T: int | None = None) -> tuple[Classifier,
     return module.eval(), cfg
 
 
-def load_nir_classifier(path: str | Path, T: int | None, encoder: DictConfig | None) -> tuple[Classifier, dict]:
+def load_nir_classifier(
+    path: str | Path, T: int | None, encoder: DictConfig | None, config_folders=()
+) -> tuple[Classifier, dict]:
     """A NIR graph made anywhere, fed by `encoder` over `T` steps; both default to what its metadata records
     (graphs exported here record them). Returns the module and what evaluate.py reports of it."""
     from hydra.utils import instantiate
 
     from snn.nir_import import load_nir
 
-    net, info = load_nir(path)  # checks the metadata: the stored encoder is one of ours, its arguments plain values
+    net, info = load_nir(path, config_folders)  # checks the metadata: an encoder of the config groups, plain values
     T = T or info["T"]
     if T is None:
         raise ConfigError(f"{path}: its metadata records no T; give one: T=<time steps>")
@@ -71,17 +74,17 @@ def load_nir_classifier(path: str | Path, T: int | None, encoder: DictConfig | N
 
 
 def load_model(
-    path: str | Path, T: int | None, encoder: DictConfig | None, batch: int = 1
+    path: str | Path, T: int | None, encoder: DictConfig | None, batch: int = 1, config_folders=()
 ) -> tuple[Classifier, dict]:
     """A checkpoint of train.py or a .nir graph, and the choices a reader of the evaluation needs (as training's
     results.json records them: baselines with T=1 and no encoder; the precision it was trained and tested in).
     `batch`: the images it will see at once; a T whose activity cannot fit in memory for it is refused."""
     if str(path).endswith(".nir"):
-        module, described = load_nir_classifier(path, T, encoder)
+        module, described = load_nir_classifier(path, T, encoder, config_folders)
     else:
         if encoder is not None:
             raise ConfigError("encoder= is for .nir graphs: a checkpoint's encoder comes from its run config")
-        module, cfg = load_classifier(path, T)
+        module, cfg = load_classifier(path, T, config_folders)
         run = identity(OmegaConf.to_container(cfg, resolve=True), module.run_config.get("choices", {}), module.spiking)
         described = {  # as results.json records them: baselines with T=1 and no neuron or encoder
             "data": run.get("data") or "mnist",  # runs from before the data group trained on MNIST

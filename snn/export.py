@@ -1,6 +1,7 @@
 """Export a trained spiking model to NIR:
 
     python -m snn.export ckpt=outputs/<run>/checkpoints/best.ckpt [out=<file>.nir] [overwrite=true]
+        [hydra.searchpath=[file://<dir>]]   (a run of your own component: its config folder, as when training)
 
 writes `outputs/<run>/export/best.nir` (by default) and prints its path. See docs/nir.md.
 """
@@ -11,10 +12,14 @@ from pathlib import Path
 
 import nir
 
+from snn.checkpoints import searchpath_folders
 from snn.nir_graph import NIRError, to_nir
 
-KEYS = ("ckpt", "out", "overwrite")
-USAGE = "python -m snn.export ckpt=outputs/<run>/checkpoints/best.ckpt [out=<file>.nir] [overwrite=true]"
+KEYS = ("ckpt", "out", "overwrite", "hydra.searchpath")
+USAGE = (
+    "python -m snn.export ckpt=outputs/<run>/checkpoints/best.ckpt [out=<file>.nir] [overwrite=true] "
+    "[hydra.searchpath=[file://<dir>]]"
+)
 
 
 def parse_args(argv: list[str]) -> dict[str, str]:
@@ -56,13 +61,13 @@ def run_metadata(cfg, choices: dict, ckpt: Path) -> dict:
     }
 
 
-def export(ckpt: Path, out: Path, overwrite: bool = False) -> Path:
+def export(ckpt: Path, out: Path, overwrite: bool = False, config_folders=()) -> Path:
     from snn.evaluation import load_classifier  # the project's checkpoint reader (heavy imports: only here)
     from snn.training import data_class
 
     if out.exists() and not overwrite:
         raise NIRError(f"{out} exists; not overwritten (pass overwrite=true, or out=<another file>)")
-    module, cfg = load_classifier(ckpt)
+    module, cfg = load_classifier(ckpt, config_folders=config_folders)
     try:
         metadata = run_metadata(cfg, (module.run_config or {}).get("choices", {}), ckpt)
         graph = to_nir(module.net, data_class(cfg).input_shape, metadata)
@@ -84,7 +89,8 @@ def main(argv: list[str]) -> None:
         args = parse_args(argv)
         ckpt = Path(args["ckpt"])
         out = Path(args["out"]) if args.get("out") else default_out(ckpt)
-        print(export(ckpt, out, overwrite=args["overwrite"].lower() == "true"))
+        folders = searchpath_folders(args["hydra.searchpath"]) if "hydra.searchpath" in args else ()
+        print(export(ckpt, out, overwrite=args["overwrite"].lower() == "true", config_folders=folders))
     except ValueError as error:  # NIRError, and the one-line errors of the checkpoint reader and the config checks
         sys.exit(f"error: {error}")
     except OSError as error:

@@ -1,7 +1,8 @@
 """Checks of what a .nir file declares, made before its arrays are read or used: the arrays' declared sizes (HDF5
 keeps shapes apart from the data, and gzip lets a small file declare a huge array), their values (finite), and the
-graph's metadata, which is data: read as plain values (never passed to Hydra), its encoder only one of this project's
-own (conf/encoder/*.yaml)."""
+graph's metadata, which is data: read as plain values (never passed to Hydra), its encoder and dataset only options
+of this project's config groups (conf/encoder/, conf/data/) or of the user's config folders given on this command
+line (hydra.searchpath, as when training)."""
 
 import functools
 import inspect
@@ -48,24 +49,34 @@ def check_finite(graph: nir.NIRGraph) -> None:
 
 
 @functools.cache
-def encoder_classes() -> dict[str, type]:
-    """name -> class of the encoders conf/encoder/ defines: the only ones a graph's metadata may name."""
-    return {path.stem: get_class(OmegaConf.load(path)["_target_"]) for path in sorted(CONF.glob("encoder/*.yaml"))}
+def _options(group: str, config_folders: tuple[Path, ...] = ()) -> dict[str, str]:
+    """name -> `_target_` of the options of a config group: conf/<group>/*.yaml, then the user's folders' (the
+    project's option wins a name both have, as Hydra's search path does)."""
+    found = {}
+    for folder in (CONF, *config_folders):
+        for path in sorted(Path(folder).glob(f"{group}/*.yaml")):
+            try:
+                target = OmegaConf.load(path).get("_target_")
+            except Exception:  # omegaconf and yaml raise several kinds; such a file names nothing
+                continue
+            if isinstance(target, str):
+                found.setdefault(path.stem, target)
+    return found
 
 
-@functools.cache
-def data_classes() -> dict[str, type]:
-    """name -> class of the datasets conf/data/ defines: the only ones a graph's metadata may name."""
-    return {path.stem: get_class(OmegaConf.load(path)["_target_"]) for path in sorted(CONF.glob("data/*.yaml"))}
+def option_class(group: str, name, config_folders=(), key: str | None = None) -> type:
+    """The class of the option `name` of a config group (only that one is imported); NIRError naming the options,
+    and the metadata `key` that held the name."""
+    options = _options(group, tuple(Path(folder) for folder in config_folders))
+    if not isinstance(name, str) or name not in options:
+        raise NIRError(f"metadata {key or group}={name!r} is not allowed: one of {', '.join(options)}")
+    return get_class(options[name])
 
 
-def stored_data(metadata: dict) -> type:
+def stored_data(metadata: dict, config_folders=()) -> type:
     """The data module class of the dataset the metadata names; MNIST for graphs that name none (exported before
     datasets were a choice, or made elsewhere)."""
-    name = metadata.get("data", "mnist")
-    if not isinstance(name, str) or name not in data_classes():
-        raise NIRError(f"metadata data={name!r} is not allowed: one of {', '.join(data_classes())}")
-    return data_classes()[name]
+    return option_class("data", metadata.get("data", "mnist"), config_folders)
 
 
 def _is_plain_number(value) -> bool:
@@ -80,20 +91,17 @@ def stored_T(metadata: dict) -> int | None:
     return T
 
 
-def stored_encoder(metadata: dict) -> tuple[type, dict] | None:
-    """(the project's encoder class, its keyword arguments but T) that the metadata names, or None if it names none.
-    Refused: a name not in conf/encoder/, a key the class does not take, a value that is not a plain finite number,
-    string or bool, and any value the class itself refuses."""
+def stored_encoder(metadata: dict, config_folders=()) -> tuple[type, dict] | None:
+    """(the encoder class, its keyword arguments but T) that the metadata names, or None if it names none.
+    Refused: a name not in conf/encoder/ (or the user's folders' encoder/), a key the class does not take, a value
+    that is not a plain finite number, string or bool, and any value the class itself refuses."""
     stored = metadata.get("encoder")
     if stored is None:
         return None
-    names = ", ".join(encoder_classes())
     if not isinstance(stored, dict) or not isinstance(stored.get("name"), str):
-        raise NIRError(f"metadata encoder={stored!r} is not allowed: a mapping with a name, one of {names}")
+        raise NIRError(f"metadata encoder={stored!r} is not allowed: a mapping with a name, an option of encoder=")
     name = stored["name"]
-    if name not in encoder_classes():
-        raise NIRError(f"metadata encoder.name={name!r} is not allowed: one of {names}")
-    cls = encoder_classes()[name]
+    cls = option_class("encoder", name, config_folders, key="encoder.name")
     takes = [p for p in inspect.signature(cls).parameters if p != "T"]
     kwargs = {key: value for key, value in stored.items() if key != "name"}
     for key, value in kwargs.items():

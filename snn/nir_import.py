@@ -235,10 +235,11 @@ def _plain(value):
     return value.tolist() if isinstance(value, (np.ndarray, np.generic)) else value
 
 
-def load_nir(path: str | Path) -> tuple[NIRNet, dict]:
+def load_nir(path: str | Path, config_folders=()) -> tuple[NIRNet, dict]:
     """Read a .nir file and build its network; `info`: the file, readout, dt, input shape, node types, the graph's
     metadata, and its checked T and encoder (None where it records none). NIRError, one line naming the file, on any
-    failure."""
+    failure. `config_folders`: the user's config folders of this command line, whose encoders and datasets the
+    metadata may name too."""
     path = Path(path)
     if not path.is_file():
         raise NIRError(f"{path}: no such NIR file")
@@ -253,7 +254,8 @@ def load_nir(path: str | Path) -> tuple[NIRNet, dict]:
     metadata = _plain(graph.metadata if isinstance(graph.metadata, dict) else {})
     try:
         # metadata is data: checked plain values only
-        encoder, T, data = stored_encoder(metadata), stored_T(metadata), stored_data(metadata)
+        encoder, T = stored_encoder(metadata, config_folders), stored_T(metadata)
+        data = stored_data(metadata, config_folders)
         net = from_nir(graph)
     except NIRError as error:
         raise NIRError(f"{path}: {error}") from None

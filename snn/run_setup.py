@@ -80,6 +80,18 @@ def eval_name(overrides: str, image: str | None, sample) -> str:
 OmegaConf.register_new_resolver("eval_name", eval_name, replace=True)
 
 
+def user_config_folders() -> tuple[Path, ...]:
+    """The config folders given on this command line as `hydra.searchpath=[file://<dir>]`: the only place the
+    `_target_`s of the user's own components are read from to accept a checkpoint (never the checkpoint itself);
+    () outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return ()
+    entries = HydraConfig.get().searchpath  # hydra.searchpath: conf/config.yaml sets none, so the command line's
+    return tuple(Path(e.removeprefix("file://")) for e in entries if e.startswith("file://"))
+
+
 def quote_path_overrides(argv: list[str], keys: tuple[str, ...]) -> list[str]:
     """Quote `key=path` arguments for Hydra's override parser: run folders are named like
     `T=25,encoder=rate`, and an unquoted `=` or `,` inside a path would be a syntax error."""

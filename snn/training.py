@@ -21,11 +21,11 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from snn.checkpoint_io import AtomicCheckpointIO
 from snn.checkpoints import CheckpointError, read_checkpoint
-from snn.checks import ConfigError
+from snn.checks import ConfigError, not_importable
 from snn.classifier import Classifier
 from snn.hparams_view import RunLogger, log_session
 from snn.run_identity import hparams, identity
-from snn.run_setup import STORAGE_ERRORS, Interrupted, rank
+from snn.run_setup import STORAGE_ERRORS, Interrupted, rank, user_config_folders
 
 log = logging.getLogger(__name__)
 # In-memory tensors need no loader workers; Lightning's advice to add some does not apply.
@@ -61,7 +61,7 @@ def resume_point(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict, str]
     """For `ckpt_path`: the checkpoint's own run config and choices, so a resumed run is the run it continues."""
     path = run_dir / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
     try:
-        stored = read_checkpoint(path)["run_config"]
+        stored = read_checkpoint(path, user_config_folders())["run_config"]
     except CheckpointError as error:
         raise ConfigError(f"ckpt_path={cfg.ckpt_path} is not allowed: {error}") from None
     resumed = OmegaConf.create(stored["config"])
@@ -75,7 +75,9 @@ def data_class(cfg: DictConfig) -> type:
     target = cfg.data.get("_target_")
     try:  # a partial builds nothing; Hydra's get_class would log its own error line before ours
         found = instantiate({"_target_": target, "_partial_": True}).func
-    except Exception:  # noqa: BLE001 - Hydra raises its own errors for a name it cannot import
+    except Exception as error:  # noqa: BLE001 - Hydra raises its own errors for a name it cannot import
+        if isinstance(error.__cause__, ImportError):
+            raise not_importable("data", target, error.__cause__) from None
         found = None
     if not isinstance(found, type) or not all(hasattr(found, k) for k in ("input_shape", "num_classes", "class_names")):
         raise ConfigError(
@@ -186,7 +188,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
     best = checkpoint.best_model_path or None  # none under fast_dev_run: test the final weights
     best_score, epochs = checkpoint.best_model_score, trainer.current_epoch
     if best and best_score is None:  # ddp_spawn: the fit ran in worker processes, which hand back the best path only
-        stored = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+        stored = read_checkpoint(run_dir / "checkpoints" / "last.ckpt", user_config_folders())
         best_score, epochs = stored["callbacks"][checkpoint.state_key]["best_model_score"], stored["epoch"] + 1
     # best.ckpt holds the averaged weights validation chose; the callback would load the raw ones back over them.
     trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, EMAWeightAveraging)]

@@ -262,8 +262,8 @@ def test_export_command_refuses_a_layer_with_other_dynamics(checkpoint, monkeypa
     from snn.export import main
     from tests.test_spiking_layer import OtherDynamics
 
-    def load(path, load=snn.evaluation.load_classifier):  # the trained run, its neurons' dynamics changed
-        module, cfg = load(path)
+    def load(path, config_folders=(), load=snn.evaluation.load_classifier):  # its neurons' dynamics changed
+        module, cfg = load(path, config_folders=config_folders)
         for neuron in module.net.neurons:
             neuron.__class__ = OtherDynamics
         return module, cfg
