@@ -25,6 +25,7 @@ from snn.checkpoint_io import AtomicCheckpointIO
 from snn.checkpoints import CheckpointError, read_checkpoint
 from snn.checks import ConfigError
 from snn.classifier import Classifier
+from snn.failed_start import FirstStep
 from snn.run_identity import hparams, identity
 from snn.run_setup import STORAGE_ERRORS, Interrupted, rank
 
@@ -181,7 +182,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
     # last.ckpt after every epoch, so a killed run loses at most the unfinished one. (ModelCheckpoint's save_last
     # copies only the checkpoints it writes, i.e. best.ckpt when val/acc improved.)
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False)
-    callbacks = [checkpoint, last]
+    callbacks = [checkpoint, last, FirstStep(run_dir)]
     if cfg.optimizer.get("ema_decay"):  # validation, checkpoints and the test see the averaged weights
         callbacks.append(EMAWeightAveraging(decay=cfg.optimizer.ema_decay))
     # default_root_dir: where Lightning's SLURM auto-requeue saves its hpc_ckpt_<n>.ckpt (not the working directory,
