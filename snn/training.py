@@ -26,6 +26,7 @@ from snn.checkpoints import CheckpointError, read_checkpoint
 from snn.checks import ConfigError
 from snn.classifier import Classifier
 from snn.failed_start import FirstStep
+from snn.progress import progress_callbacks
 from snn.run_identity import hparams, identity
 from snn.run_setup import STORAGE_ERRORS, Interrupted, rank
 
@@ -182,7 +183,9 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
     # last.ckpt after every epoch, so a killed run loses at most the unfinished one. (ModelCheckpoint's save_last
     # copies only the checkpoints it writes, i.e. best.ckpt when val/acc improved.)
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False)
-    callbacks = [checkpoint, last, FirstStep(run_dir)]
+    # The progress bar shows epoch k/N and the whole run's time left (Lightning refuses a bar it was told not to show)
+    progress = progress_callbacks(progress_bar=cfg.trainer.get("enable_progress_bar", True))
+    callbacks = [checkpoint, last, FirstStep(run_dir), *progress]
     if cfg.optimizer.get("ema_decay"):  # validation, checkpoints and the test see the averaged weights
         callbacks.append(EMAWeightAveraging(decay=cfg.optimizer.ema_decay))
     # default_root_dir: where Lightning's SLURM auto-requeue saves its hpc_ckpt_<n>.ckpt (not the working directory,
