@@ -14,6 +14,7 @@ from snn.checks import ConfigError
 from snn.config import validate
 from snn.data import DataError
 from snn.failed_start import clean_up
+from snn.run_folder import TRAIN_LOG
 from snn.run_setup import STORAGE_ERRORS, Interrupted, quote_path_overrides, rank, storage_error
 
 
@@ -58,7 +59,9 @@ def _run(cfg: DictConfig, run_dir: Path) -> float:
     run = os.path.relpath(results["run_dir"])
     if rank() == 0:  # one line per run, also when torchrun started one process per device
         loss = math.nan if results["test/loss"] is None else results["test/loss"]  # null in results.json
-        print(f"test/acc={results['test/acc']:.4f} test/loss={loss:.4f} run={run}")
+        line = f"test/acc={results['test/acc']:.4f} test/loss={loss:.4f} run={run}"
+        print(line)
+        TRAIN_LOG.info(line)  # the log of a run under nohup or SLURM ends like its output
     if results["val/acc_best"] is None:  # a sweeper tunes on validation data only: this run has nothing to offer
         print("no validation score (validation was skipped): this run cannot be a search objective", file=sys.stderr)
     return results["val/acc_best"]

@@ -1,4 +1,5 @@
-"""Progress of the whole run: epoch k of N (1-based) and the time left, on the progress bar."""
+"""Progress of the whole run: epoch k of N (1-based) and the time left, on the progress bar and, one line per
+epoch, in train.log (so a run under nohup or SLURM reads from its log)."""
 
 import math
 import time
@@ -7,6 +8,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, TQDMProgressBar
 from pytorch_lightning.callbacks.progress.tqdm_progress import convert_inf
 from tqdm import tqdm
+
+from snn.run_folder import TRAIN_LOG
 
 
 def duration(seconds: float | None) -> str:
@@ -31,7 +34,7 @@ class RunClock(Callback):
         self.done[stage] += 1
         self.mark = now
 
-    def on_train_start(self, trainer, pl_module) -> None:
+    def on_fit_start(self, trainer, pl_module) -> None:
         self.started = self.clock()
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
@@ -50,6 +53,9 @@ class RunClock(Callback):
 
     def on_validation_end(self, trainer, pl_module) -> None:
         self.mark = self.clock()  # training resumes from here (val_check_interval < 1)
+
+    def elapsed(self) -> float | None:
+        return None if self.started is None else self.clock() - self.started
 
     def remaining(self, trainer: "pl.Trainer") -> float | None:
         """Seconds left in the run, or None while nothing is measured or the run has no set length."""
@@ -70,6 +76,25 @@ class RunClock(Callback):
     def epoch(self, trainer: "pl.Trainer") -> str:
         total = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs >= 0 else "?"
         return f"{trainer.current_epoch + 1}/{total}"
+
+
+class EpochLog(Callback):
+    """One line per epoch in train.log: epoch k/N, train and validation loss and accuracy, time elapsed and left."""
+
+    def __init__(self, clock: RunClock):
+        self.clock = clock
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        parts = [
+            f"{stage} loss {metrics[f'{stage}/loss']:.4f} acc {metrics[f'{stage}/acc']:.4f}"
+            for stage in ("train", "val")
+            if f"{stage}/loss" in metrics and f"{stage}/acc" in metrics
+        ]
+        elapsed, left = duration(self.clock.elapsed()), duration(self.clock.remaining(trainer))
+        TRAIN_LOG.info(f"epoch {self.clock.epoch(trainer)}: {', '.join(parts)}; {elapsed} elapsed, {left} left")
 
 
 class RunProgressBar(TQDMProgressBar):
@@ -105,4 +130,4 @@ class RunProgressBar(TQDMProgressBar):
 def progress_callbacks(progress_bar: bool) -> list[Callback]:
     """The clock first: the bar and the log read it after it has counted the batch."""
     clock = RunClock()
-    return [clock, *([RunProgressBar(clock)] if progress_bar else [])]
+    return [clock, EpochLog(clock), *([RunProgressBar(clock)] if progress_bar else [])]

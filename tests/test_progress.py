@@ -3,13 +3,15 @@
 import itertools
 import re
 
+import pytest
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from pytorch_lightning.callbacks import Callback
 
 from snn.progress import RunClock
 from snn.training import build_classifier
-from tests.conftest import train_tiny
+from tests.conftest import TINY, train_tiny
+from tests.test_runs import _train
 
 
 class Probe(Callback):
@@ -43,3 +45,20 @@ def test_the_bar_shows_epoch_k_of_n_and_the_runs_time_left(tmp_path, mnist_root,
     assert "Epoch 1/2 (run: --:-- left)" in descriptions  # at the start, before a batch is measured
     assert any(re.fullmatch(r"Epoch 2/2 \(run: \d\d:\d\d left\)", d) for d in descriptions), descriptions
     assert all(re.fullmatch(r"Epoch [12]/2 \(run: (--:--|\d\d:\d\d) left\)", d) for d in descriptions), descriptions
+
+
+@pytest.mark.slow
+def test_train_log_has_a_line_per_epoch_and_the_final_line(tmp_path, mnist_root):
+    run = tmp_path / "outputs" / "logged"
+    args = [f"data.root={mnist_root}", *TINY, "T=2", "trainer.max_epochs=2", f"hydra.run.dir={run}"]
+    result = _train(*args, "trainer.enable_progress_bar=false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    final = result.stdout.strip().splitlines()[-1]
+    assert final.startswith("test/acc=") and final.endswith(" run=outputs/logged")
+    lines = [line.split("][snn.train_log][INFO] - ", 1)[-1] for line in (run / "train.log").read_text().splitlines()]
+    epoch = r"train loss \d\.\d{4} acc \d\.\d{4}, val loss \d\.\d{4} acc \d\.\d{4}; \d\d:\d\d elapsed, \d\d:\d\d left"
+    assert [line for line in lines if line.startswith("epoch ")] == lines[-3:-1], lines
+    assert re.fullmatch(f"epoch 1/2: {epoch}", lines[-3]) and re.fullmatch(f"epoch 2/2: {epoch}", lines[-2]), lines
+    assert lines[-2].endswith(", 00:00 left")  # nothing left after the last epoch
+    assert lines[-1] == final  # the same line train.py prints
+    assert "epoch 1/2" not in result.stdout  # the console has the progress bar; these lines are for the log
