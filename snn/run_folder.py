@@ -14,7 +14,8 @@ LOG = "train.log"
 TRAIN_LOG = logging.getLogger("snn.train_log")
 RUN_FILES = (
     "results.json", "environment.json", "environment_resumed.json", "checkpoints", ".hydra",
-    "hparams.yaml", "multirun.yaml", "optimization_results.yaml",  # a sweep folder's own
+    "hparams.yaml",  # no longer written (snn/events_logger.py), but older runs have it
+    "multirun.yaml", "optimization_results.yaml",  # a sweep folder's own
 )  # fmt: skip
 RUN_PATTERNS = ("events.out.tfevents.*", "hpc_ckpt_*.ckpt")
 

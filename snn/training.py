@@ -25,6 +25,7 @@ from snn.checkpoint_io import AtomicCheckpointIO
 from snn.checkpoints import CheckpointError, read_checkpoint
 from snn.checks import ConfigError
 from snn.classifier import Classifier
+from snn.events_logger import EventsLogger
 from snn.failed_start import FirstStep
 from snn.progress import progress_callbacks
 from snn.run_identity import hparams, identity
@@ -172,7 +173,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
     run_identity = identity(module.run_config["config"], choices, module.spiking)
     data = instantiate(cfg.data)
 
-    logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="", default_hp_metric=False)
+    logger = EventsLogger(save_dir=str(run_dir), name="", version="", default_hp_metric=False)
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
