@@ -91,7 +91,7 @@ class EpochLog(Callback):
         parts = [
             f"{stage} loss {metrics[f'{stage}/loss']:.4f} acc {metrics[f'{stage}/acc']:.4f}"
             for stage in ("train", "val")
-            if f"{stage}/loss" in metrics and f"{stage}/acc" in metrics
+            if f"{stage}/loss" in metrics and f"{stage}/acc" in metrics and self.clock.done[stage]  # not stale ones
         ]
         elapsed, left = duration(self.clock.elapsed()), duration(self.clock.remaining(trainer))
         TRAIN_LOG.info(f"epoch {self.clock.epoch(trainer)}: {', '.join(parts)}; {elapsed} elapsed, {left} left")
