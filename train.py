@@ -13,17 +13,38 @@ from omegaconf import DictConfig
 from snn.checks import ConfigError
 from snn.config import validate
 from snn.data import DataError
+from snn.failed_start import clean_up
+from snn.run_folder import TRAIN_LOG
 from snn.run_setup import STORAGE_ERRORS, Interrupted, quote_path_overrides, rank, storage_error
+
+
+def _reason(error: BaseException) -> str | None:
+    """The line a failure ends with (what train.py prints), for train.log; None for a clean exit."""
+    if isinstance(error, SystemExit):
+        return None if error.code in (None, 0) else str(error.code)
+    if isinstance(error, (ConfigError, DataError, FloatingPointError)):
+        return f"error: {error}"
+    return f"error: {type(error).__name__}: {error}"
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        return _run(cfg, run_dir)
+    except BaseException as error:
+        reason = _reason(error)
+        if reason:  # a run that failed before its first training step leaves nothing behind
+            clean_up(run_dir, reason, resumed=bool(cfg.get("ckpt_path")), writes=rank() == 0)
+        raise
+
+
+def _run(cfg: DictConfig, run_dir: Path) -> float:
     try:
         validate(cfg)
         from snn.training import train  # imported after validation: bad input fails fast
 
-        hydra_cfg = HydraConfig.get()
-        results = train(cfg, Path(hydra_cfg.runtime.output_dir), dict(hydra_cfg.runtime.choices))
+        results = train(cfg, run_dir, dict(HydraConfig.get().runtime.choices))
     except Interrupted as error:  # a sweep stops too: the scheduler stopped this process
         sys.exit(f"error: {error}")
     except (ConfigError, DataError, FloatingPointError) as error:
@@ -38,7 +59,9 @@ def main(cfg: DictConfig) -> float:
     run = os.path.relpath(results["run_dir"])
     if rank() == 0:  # one line per run, also when torchrun started one process per device
         loss = math.nan if results["test/loss"] is None else results["test/loss"]  # null in results.json
-        print(f"test/acc={results['test/acc']:.4f} test/loss={loss:.4f} run={run}")
+        line = f"test/acc={results['test/acc']:.4f} test/loss={loss:.4f} run={run}"
+        print(line)
+        TRAIN_LOG.info(line)  # the log of a run under nohup or SLURM ends like its output
     if results["val/acc_best"] is None:  # a sweeper tunes on validation data only: this run has nothing to offer
         print("no validation score (validation was skipped): this run cannot be a search objective", file=sys.stderr)
     return results["val/acc_best"]

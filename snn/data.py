@@ -58,9 +58,15 @@ def load_mnist(
     expected = f": expected {', '.join(missing)}" if missing else ""
     if missing and not download:
         raise DataError(f"{name} is not in {raw} and data.download is false{expected}. {where}")
+    made = [p for p in (raw, *raw.parents) if not p.exists()]  # torchvision creates them to download into
     try:
         dataset = source(str(root), train=train, download=download)
     except Exception as error:  # torchvision raises bare RuntimeErrors/URLErrors when offline
+        for folder in made:  # deepest first; only while empty: what the failed download made and left empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         reason = " ".join(str(error).split())[:200]
         raise DataError(
             f"{name} is not in {raw} and could not be downloaded ({type(error).__name__}: {reason}){expected}. {where}"

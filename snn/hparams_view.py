@@ -35,14 +35,6 @@ METRICS = (
 EXPERIMENT_FOLDER = "hparams"
 
 
-class RunLogger(TensorBoardLogger):
-    """Lightning's TensorBoard logger without its `epoch` scalar: a step counter, not a result, that would be the
-    first card of the scalars page."""
-
-    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
-        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
-
-
 def _summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> Summary:
     return Summary(value=[Summary.Value(tag=tag, metadata=metadata.create_summary_metadata(data))])
 

@@ -1,5 +1,6 @@
 """A run folder holds one run: a new run refuses a folder with another run's files, unless told to replace them."""
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -8,9 +9,13 @@ from snn.checks import ConfigError
 # What train.py (and Hydra for it) writes into a run folder; `overwrite=true` removes these and nothing else.
 # train.log is no sign of a run: under torchrun another rank may have opened it in this run's folder already.
 LOG = "train.log"
+# Lines for the run folder's train.log only (conf/hydra/job_logging/snn.yaml keeps them off the console, which shows
+# the progress bar and train.py's own lines): per-epoch metrics, the final line, why a run stopped.
+TRAIN_LOG = logging.getLogger("snn.train_log")
 RUN_FILES = (
     "results.json", "environment.json", "environment_resumed.json", "checkpoints", ".hydra",
-    "hparams.yaml", "multirun.yaml", "optimization_results.yaml",  # a sweep folder's own
+    "hparams.yaml",  # no longer written (snn/events_logger.py), but older runs have it
+    "multirun.yaml", "optimization_results.yaml",  # a sweep folder's own
 )  # fmt: skip
 RUN_PATTERNS = ("events.out.tfevents.*", "hpc_ckpt_*.ckpt")
 

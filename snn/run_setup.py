@@ -146,6 +146,9 @@ class ValidateOnStart(Callback):
         check_writable(folder if multirun else folder.parent)
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        from snn.failed_start import note_new
+
+        note_new(Path(config.hydra.run.dir))  # before anything below creates it: a failed start removes only its own
         self._check(config, Path(config.hydra.run.dir), multirun=False)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:

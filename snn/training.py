@@ -23,7 +23,10 @@ from snn.checkpoint_io import AtomicCheckpointIO
 from snn.checkpoints import CheckpointError, read_checkpoint
 from snn.checks import ConfigError, not_importable
 from snn.classifier import Classifier
-from snn.hparams_view import RunLogger, log_session
+from snn.events_logger import EventsLogger
+from snn.failed_start import FirstStep
+from snn.hparams_view import log_session
+from snn.progress import progress_callbacks
 from snn.run_identity import hparams, identity
 from snn.run_setup import STORAGE_ERRORS, Interrupted, rank, user_config_folders
 
@@ -152,7 +155,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
     run_identity = identity(module.run_config["config"], choices, module.spiking)
     data = instantiate(cfg.data)
 
-    logger = RunLogger(save_dir=str(run_dir), name="", version="", default_hp_metric=False)
+    logger = EventsLogger(save_dir=str(run_dir), name="", version="", default_hp_metric=False)
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
@@ -163,7 +166,9 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
     # last.ckpt after every epoch, so a killed run loses at most the unfinished one. (ModelCheckpoint's save_last
     # copies only the checkpoints it writes, i.e. best.ckpt when val/acc improved.)
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False)
-    callbacks = [checkpoint, last]
+    # The progress bar shows epoch k/N and the whole run's time left (Lightning refuses a bar it was told not to show)
+    progress = progress_callbacks(progress_bar=cfg.trainer.get("enable_progress_bar", True))
+    callbacks = [checkpoint, last, FirstStep(run_dir), *progress]
     if cfg.optimizer.get("ema_decay"):  # validation, checkpoints and the test see the averaged weights
         callbacks.append(EMAWeightAveraging(decay=cfg.optimizer.ema_decay))
     # default_root_dir: where Lightning's SLURM auto-requeue saves its hpc_ckpt_<n>.ckpt (not the working directory,

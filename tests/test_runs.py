@@ -126,6 +126,43 @@ def test_override_values_cannot_leave_the_run_folder(tmp_path, mnist_root):
     assert (run / "results.json").exists() and not (tmp_path / "victim1").exists()
 
 
+# Offline: torchvision's download of MNIST fails at once (a closed local port), as it does without a network.
+OFFLINE = "from torchvision.datasets import MNIST\nMNIST.mirrors = ['http://127.0.0.1:9/']"
+
+
+@pytest.mark.slow
+def test_a_run_that_fails_before_training_leaves_nothing_behind(tmp_path):
+    result = _train("data.root=data", *QUIET, cwd=tmp_path, prelude=OFFLINE)
+    assert result.returncode != 0
+    assert _last_line(result).startswith("error: MNIST is not in data/MNIST/raw and could not be downloaded (")
+    assert sorted(tmp_path.iterdir()) == []  # no outputs/<run>/, no empty data/MNIST/raw
+
+
+@pytest.mark.slow
+def test_a_claimed_folder_that_fails_before_training_stays_and_says_why(tmp_path, old_run):
+    args = ["data.root=nowhere", "data.download=false", *QUIET, f"hydra.run.dir={old_run}", "overwrite=true"]
+    result = _train(*args, cwd=tmp_path)
+    assert result.returncode != 0
+    line = _last_line(result)
+    assert line.startswith("error: MNIST is not in nowhere/MNIST/raw and data.download is false")
+    # The folder was there before: it stays, with the user's file and a train.log saying why, and no run in it.
+    assert sorted(p.name for p in old_run.iterdir()) == ["notes.txt", "train.log"]
+    assert (old_run / "train.log").read_text().strip().endswith(line)
+
+
+@pytest.mark.slow
+def test_a_sweep_job_that_fails_before_training_keeps_only_its_reason(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "data.root=nowhere", "data.download=false", *QUIET, "T=1,2", f"hydra.sweep.dir={sweep}"]
+    result = _train(*args, cwd=tmp_path)
+    assert result.returncode != 0
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert [job.split(",")[0] for job in jobs] == ["T=1", "T=2"]
+    for job in jobs:  # no events file: TensorBoard does not list the failed jobs
+        assert sorted(p.name for p in (sweep / job).iterdir()) == ["train.log"]
+        assert "error: MNIST is not in nowhere/MNIST/raw" in (sweep / job / "train.log").read_text()
+
+
 # Simulates a disk that fills up at the first checkpoint of epoch 1 (best.ckpt and last.ckpt were saved after epoch
 # 0): half of it lands, then ENOSPC.
 FULL_DISK_AT_EPOCH_1 = """

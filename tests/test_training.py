@@ -65,6 +65,14 @@ def test_short_training_learns_and_logs_everything(compose_cfg, tmp_path):
     assert "val/neuron_firing_rate/layer1" in events.Tags()["histograms"]
 
 
+def test_a_run_folder_holds_only_what_the_readme_lists(compose_cfg, tmp_path):
+    _train_composed(compose_cfg, tmp_path, "T=2", "trainer.max_epochs=1")
+    names = {"events.out.tfevents.*" if p.name.startswith("events.out") else p.name for p in tmp_path.iterdir()}
+    # No hparams.yaml: Lightning's TensorBoardLogger wrote one, empty, after every epoch. (.hydra/ and train.log come
+    # from Hydra, which this in-process run leaves out.)
+    assert names == {"checkpoints", "events.out.tfevents.*", "results.json", "environment.json"}
+
+
 def test_averaged_weights_are_validated_checkpointed_and_tested(compose_cfg, tmp_path, caplog):
     """optimizer.ema_decay: best.ckpt holds the averaged weights validation chose, and the test scores those (the
     weight-averaging callback would load the raw ones back when the test restores the checkpoint)."""
