@@ -157,7 +157,7 @@ def check_state(path: Path, checkpoint: dict, stored_bytes: int) -> None:
 
     from snn.checks import ConfigError
     from snn.config import validate
-    from snn.training import build_classifier
+    from snn.build import build_classifier
 
     cfg = OmegaConf.create(checkpoint["run_config"]["config"])
     try:

@@ -35,7 +35,7 @@ def validate(cfg: DictConfig) -> None:
     require(ok, "seed", seed, f"an integer in [{min_seed_value}, {max_seed_value}] (Lightning's seed range)")
     _built(cfg, "encoder", lambda: instantiate(cfg.encoder))
     _built(cfg, "neuron", lambda: instantiate(cfg.neuron)(shape=(1,)))  # a partial: each layer builds its own
-    from snn.training import build_model, data_class  # sized by the data module's class
+    from snn.build import build_model, data_class  # sized by the data module's class
 
     net = _built(cfg, "model", lambda: build_model(cfg))
     _built(cfg, "data", lambda: instantiate(cfg.data))

@@ -19,7 +19,7 @@ from snn.digits import image_files, load_digit
 from snn.memory import check_evaluation
 from snn.plots import confusion_figure, inference_figure, save
 from snn.run_identity import identity
-from snn.training import build_classifier
+from snn.build import build_classifier
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ def default_out(ckpt: Path) -> Path:
 
 def run_metadata(cfg, choices: dict, ckpt: Path) -> dict:
     """What a reader of the graph needs to feed it and read it as trained: T, the encoder, the data, its origin."""
-    from snn.training import data_class
+    from snn.build import data_class
 
     encoder = {k: v for k, v in cfg.encoder.items() if k not in ("_target_", "T") and v is not None}
     data = choices.get("data") or "mnist"  # runs from before the data group trained on MNIST
@@ -63,7 +63,7 @@ def run_metadata(cfg, choices: dict, ckpt: Path) -> dict:
 
 def export(ckpt: Path, out: Path, overwrite: bool = False, config_folders=()) -> Path:
     from snn.evaluation import load_classifier  # the project's checkpoint reader (heavy imports: only here)
-    from snn.training import data_class
+    from snn.build import data_class
 
     if out.exists() and not overwrite:
         raise NIRError(f"{out} exists; not overwritten (pass overwrite=true, or out=<another file>)")

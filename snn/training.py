@@ -21,8 +21,8 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from snn.checkpoint_io import AtomicCheckpointIO
 from snn.checkpoints import CheckpointError, read_checkpoint
-from snn.checks import ConfigError, not_importable
-from snn.classifier import Classifier
+from snn.build import build_classifier
+from snn.checks import ConfigError
 from snn.events_logger import EventsLogger
 from snn.failed_start import FirstStep
 from snn.hparams_view import log_session
@@ -72,30 +72,6 @@ def resume_point(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict, str]
     return resumed, stored.get("choices", {}), str(path)
 
 
-def data_class(cfg: DictConfig) -> type:
-    """The data module class the run config names (every older run config names snn.data.MNISTDataModule). A stored
-    config reaches here only after snn.checkpoints has refused any class that is not the project's."""
-    target = cfg.data.get("_target_")
-    try:  # a partial builds nothing; Hydra's get_class would log its own error line before ours
-        found = instantiate({"_target_": target, "_partial_": True}).func
-    except Exception as error:  # noqa: BLE001 - Hydra raises its own errors for a name it cannot import
-        if isinstance(error.__cause__, ImportError):
-            raise not_importable("data", target, error.__cause__) from None
-        found = None
-    if not isinstance(found, type) or not all(hasattr(found, k) for k in ("input_shape", "num_classes", "class_names")):
-        raise ConfigError(
-            f"data._target_={target!r} is not allowed: a data module class that says its input_shape, num_classes "
-            "and class_names, e.g. snn.data.MNISTDataModule"
-        )
-    return found
-
-
-def build_model(cfg: DictConfig) -> torch.nn.Module:
-    """The network, sized by the data it is trained on (nanoGPT-style: the model reads its sizes from the data)."""
-    data = data_class(cfg)
-    return instantiate(cfg.model, input_shape=list(data.input_shape), num_classes=data.num_classes)
-
-
 def _interrupted(run_dir: Path, when: str) -> Interrupted:
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.exists():
@@ -122,16 +98,6 @@ def _quiet_storage_errors_in_threads() -> None:
 def finite(results: dict) -> dict:
     """JSON has no NaN or infinity: a metric that is not finite (a diverged run) is recorded as null."""
     return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in results.items()}
-
-
-def build_classifier(cfg: DictConfig, choices: dict) -> Classifier:
-    """The LightningModule of a run config; the config travels in every checkpoint so the run can be rebuilt."""
-    net = build_model(cfg)
-    encoder = instantiate(cfg.encoder) if net.spiking else None
-    run_config = {"config": OmegaConf.to_container(cfg, resolve=True), "choices": choices}
-    loss = OmegaConf.to_container(cfg.loss, resolve=True) if "loss" in cfg else {}  # older run configs have none
-    optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
-    return Classifier(net, encoder, optimizer, run_config, loss, dataset=data_class(cfg))
 
 
 def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:

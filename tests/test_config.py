@@ -7,7 +7,7 @@ from hydra.utils import instantiate
 
 from snn.checks import ConfigError
 from snn.config import validate
-from snn.training import build_model
+from snn.build import build_model
 from tests.conftest import CONF, ROOT
 
 GROUPS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in ("model", "neuron", "encoder", "data")}

@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 from pytorch_lightning.callbacks import Callback
 
 from snn.progress import RunClock
-from snn.training import build_classifier
+from snn.build import build_classifier
 from tests.conftest import TINY, train_tiny
 from tests.test_runs import _train
 
