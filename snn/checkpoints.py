@@ -155,9 +155,9 @@ def check_state(path: Path, checkpoint: dict, stored_bytes: int) -> None:
     file's tensors with it: their sizes, their shapes, and that the network's weights are finite."""
     from omegaconf import OmegaConf
 
+    from snn.build import build_classifier
     from snn.checks import ConfigError
     from snn.config import validate
-    from snn.build import build_classifier
 
     cfg = OmegaConf.create(checkpoint["run_config"]["config"])
     try:

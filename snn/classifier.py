@@ -171,7 +171,8 @@ def _warn_if_average_stays_near_init(decay: float | None, steps: int) -> None:
         needed = math.ceil(math.log(0.01) / math.log(decay))
         log.warning(
             f"optimizer.ema_decay={decay} over {steps} training steps: the averaged weights that are validated and "
-            f"tested keep {kept:.0%} of the random initial ones at the end; use more steps (>= {needed}) or a smaller decay"
+            f"tested keep {kept:.0%} of the random initial ones at the end; use more steps (>= {needed}) or a smaller "
+            "decay"
         )
 
 

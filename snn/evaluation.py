@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
+from snn.build import build_classifier
 from snn.checkpoints import CheckpointError, read_checkpoint
 from snn.checks import ConfigError
 from snn.classifier import Classifier
@@ -19,7 +20,6 @@ from snn.digits import image_files, load_digit
 from snn.memory import check_evaluation
 from snn.plots import confusion_figure, inference_figure, save
 from snn.run_identity import identity
-from snn.build import build_classifier
 
 log = logging.getLogger(__name__)
 

@@ -14,5 +14,5 @@ class EventsLogger(TensorBoardLogger):
         self.experiment.flush()
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
-        """Without Lightning's `epoch` counter: a step count, not a result, that would be the scalars page's first card."""
+        """Without Lightning's `epoch` counter: a step count, not a result, yet the scalars page's first card."""
         super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)

@@ -62,8 +62,8 @@ def run_metadata(cfg, choices: dict, ckpt: Path) -> dict:
 
 
 def export(ckpt: Path, out: Path, overwrite: bool = False, config_folders=()) -> Path:
-    from snn.evaluation import load_classifier  # the project's checkpoint reader (heavy imports: only here)
     from snn.build import data_class
+    from snn.evaluation import load_classifier  # the project's checkpoint reader (heavy imports: only here)
 
     if out.exists() and not overwrite:
         raise NIRError(f"{out} exists; not overwritten (pass overwrite=true, or out=<another file>)")

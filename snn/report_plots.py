@@ -10,7 +10,6 @@ from snn.plots import plt  # with the headless backend that plots.py selects
 from snn.run_groups import Configuration, label, naming_keys
 from snn.uncertainty import summarize
 
-
 # Hollow markers, each line's a different shape and size: where lines meet, every point stays visible.
 MARKERS = (("o", 10), ("s", 7.5), ("^", 6), ("D", 4), ("v", 8.5), ("p", 5))
 MAX_TICKS = 12  # up to this many plotted x values each get a tick; more: integer ticks chosen by matplotlib

@@ -76,8 +76,9 @@ def _kind(key: str) -> tuple[str, tuple[type, ...]]:
 
 
 def read_result(path: Path) -> tuple[dict, list[str]]:
-    """One results.json as data: the values the report computes with checked to be numbers. NaN and infinities (json accepts
-    them, older runs wrote them) become missing values, named in the returned notes. ValueError: not usable."""
+    """One results.json as data: the values the report computes with checked to be numbers. NaN and infinities
+    (json accepts them, older runs wrote them) become missing values, named in the returned notes. ValueError: not
+    usable."""
     if not path.is_file():  # reading a FIFO would block
         raise ValueError("not a regular file")
     if path.stat().st_size > MAX_BYTES:

@@ -45,11 +45,7 @@ def identity(config: dict, choices: dict, spiking: bool) -> dict:
     unused = () if spiking else UNUSED_WITHOUT_SPIKES
     keys = {group: choice for group, choice in choices.items() if not group.startswith("hydra")}
     _flatten(config, "", config, keys)
-    return {
-        key: value
-        for key, value in keys.items()
-        if key not in NOT_IDENTITY and key.split(".")[0] not in unused
-    }
+    return {key: value for key, value in keys.items() if key not in NOT_IDENTITY and key.split(".")[0] not in unused}
 
 
 def is_measurement(key: str) -> bool:

@@ -19,9 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from snn.build import build_classifier
 from snn.checkpoint_io import AtomicCheckpointIO
 from snn.checkpoints import CheckpointError, read_checkpoint
-from snn.build import build_classifier
 from snn.checks import ConfigError
 from snn.events_logger import EventsLogger
 from snn.failed_start import FirstStep

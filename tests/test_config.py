@@ -5,9 +5,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from snn.build import build_model
 from snn.checks import ConfigError
 from snn.config import validate
-from snn.build import build_model
 from tests.conftest import CONF, ROOT
 
 GROUPS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in ("model", "neuron", "encoder", "data")}
@@ -169,7 +169,10 @@ def test_unwritable_outputs_is_one_clear_line(tmp_path, mnist_root):
 
 def test_the_leaf_modules_import_neither_lightning_nor_hydra():
     """Neurons, encoders, surrogates, layers and architectures (and the checks they use) are plain torch modules."""
-    leaves = "snn.checks, snn.neurons, snn.encoders, snn.surrogates, snn.spiking_layer, snn.recurrent, snn.architectures"
+    leaves = ", ".join(
+        f"snn.{m}" for m in ("checks", "neurons", "encoders", "surrogates", "spiking_layer", "recurrent")
+    )
+    leaves += ", snn.architectures"
     frameworks = ("pytorch_lightning", "lightning", "lightning_fabric", "hydra", "omegaconf")
     code = f"import sys, {leaves}; print(sorted({{m.split('.')[0] for m in sys.modules}} & set({frameworks!r})))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)

@@ -150,9 +150,11 @@ def test_a_prediction_line_says_what_its_score_is():
     )
     assert scores_of(torch.zeros(10), counts=True)["spike_share"] == [0.0] * 10  # no output spikes: no share
     membrane = scores_of(torch.tensor([0.0, 2.0]), counts=False)
-    assert membrane == {"softmax_probabilities": [0.1192, 0.8808]} and prediction_line(
-        {"image": "x.png", "prediction": 1, "label": 1, **membrane}
-    ) == "x.png: predicted 1 (true 1)  softmax probability 0.881"
+    assert (
+        membrane == {"softmax_probabilities": [0.1192, 0.8808]}
+        and prediction_line({"image": "x.png", "prediction": 1, "label": 1, **membrane})
+        == "x.png: predicted 1 (true 1)  softmax probability 0.881"
+    )
 
 
 def test_evaluation_folders_are_named_by_what_was_evaluated():

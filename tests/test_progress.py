@@ -8,8 +8,8 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from pytorch_lightning.callbacks import Callback
 
-from snn.progress import RunClock
 from snn.build import build_classifier
+from snn.progress import RunClock
 from tests.conftest import TINY, train_tiny
 from tests.test_runs import _train
 

@@ -226,16 +226,21 @@ def _state(key, value):
 
 
 CHECKPOINTS = {
-    "env": (_set("data", "root", "${oc.env:HOME}"), "refused, its run config's data.root='${oc.env:HOME}' is an "
-                                                    "interpolation; stored configs hold plain values only"),
+    "env": (
+        _set("data", "root", "${oc.env:HOME}"),
+        "refused, its run config's data.root='${oc.env:HOME}' is an "
+        "interpolation; stored configs hold plain values only",
+    ),
     "T0": (lambda s: s["run_config"]["config"].update(T=0), "its stored config: T=0 is not allowed: an integer >= 1"),
     "negative": (_set("model", "hidden_sizes", [-16]), "its stored config: model.hidden_sizes=[-16] is not allowed"),
     "beta_nan": (_set("neuron", "beta", float("nan")), "its stored config: neuron.beta=nan is not allowed"),
     "threshold_nan": (_set("neuron", "threshold", float("nan")), "neuron.threshold=nan is not allowed"),
     "choices": (lambda s: s["run_config"].update(choices=["snn"]), "its stored choices are not a mapping"),
     "group": (lambda s: s["run_config"]["config"].pop("neuron"), "its run config lacks the config group 'neuron'"),
-    "nan_weight": (_state("net.stages.0.1.weight", float("nan")), "refused, its weights net.stages.0.1.weight hold "
-                                                                  "NaN or infinite values"),
+    "nan_weight": (
+        _state("net.stages.0.1.weight", float("nan")),
+        "refused, its weights net.stages.0.1.weight hold NaN or infinite values",
+    ),
     "inf_bias": (_state("net.stages.1.1.bias", float("inf")), "net.stages.1.1.bias hold NaN or infinite values"),
     "storage": (huge_storage, "refused, it holds 64.1 MiB of tensors where the model its config describes has"),
 }

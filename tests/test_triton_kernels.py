@@ -27,7 +27,8 @@ DEVICE = "cpu" if INTERPRETED else "cuda"
 def kernel_test(test):
     """On a GPU, or in the interpreter's process; marked `gpu` outside it (benchmarks/gpu_check.sh selects those)."""
     runs = HAS_TRITON and (INTERPRETED or torch.cuda.is_available())
-    test = pytest.mark.skipif(not runs, reason="needs a GPU; test_the_kernels_under_the_interpreter runs it on CPU")(test)
+    reason = "needs a GPU; test_the_kernels_under_the_interpreter runs it on CPU"
+    test = pytest.mark.skipif(not runs, reason=reason)(test)
     return test if INTERPRETED else pytest.mark.gpu(test)
 
 
