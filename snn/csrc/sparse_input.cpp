@@ -17,6 +17,7 @@ typedef uint16_t bf16x16 __attribute__((vector_size(32), aligned(2)));  // 16 bf
 typedef uint32_t u32x16 __attribute__((vector_size(64)));
 constexpr int64_t kVectors = 8;   // vectors of 16 columns per block: 8 accumulators in registers
 constexpr int64_t kRows = 256;    // rows per task
+constexpr int64_t kAhead = 4;     // prefetch distance, in non-zeros
 
 // x [N, K] float32 or bf16 -> (row_start [N+1] int64, column [nnz] int32, value [nnz] float32)
 template <typename scalar_t>
@@ -108,6 +109,7 @@ static inline void store16(Bf16* p, vec16 v) {  // round to nearest even, as fro
 template <int V, bool kUnit, typename dense_t, typename out_t>
 static void gather_rows(out_t* out, const dense_t* dense, const float* start, int64_t M, const int64_t* offset,
                         const int64_t* rs, const int32_t* cp, const float* vp, int64_t begin, int64_t end) {
+  const int64_t last = std::max<int64_t>(rs[end] - 1, 0);
   for (int64_t n = begin; n < end; ++n) {
     vec16 acc[V];
 #pragma GCC unroll 8
@@ -115,6 +117,10 @@ static void gather_rows(out_t* out, const dense_t* dense, const float* start, in
     for (int64_t p = rs[n]; p < rs[n + 1]; ++p) {
       const float v = vp[p];
       const dense_t* row = dense + static_cast<int64_t>(cp[p]) * M;
+      // the rows named are scattered, beyond the hardware prefetcher: fetch the one kAhead entries on (in this task)
+      const dense_t* ahead = dense + static_cast<int64_t>(cp[std::min(p + kAhead, last)]) * M;
+#pragma GCC unroll 8
+      for (int i = 0; i < V; ++i) __builtin_prefetch(ahead + offset[i]);
 #pragma GCC unroll 8
       for (int i = 0; i < V; ++i) acc[i] += kUnit ? load16(row + offset[i]) : v * load16(row + offset[i]);
     }
