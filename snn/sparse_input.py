@@ -60,8 +60,8 @@ class SparseInputLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         eligible = self.mode != "never" and x.dim() == 2 and self.out_features >= 16  # the kernel's smallest block
-        dtype = self._output_dtype(x)
-        if not eligible or dtype is None or not kernels.usable(x, self.weight, dtypes=kernels.FLOAT_OR_BF16):
+        dtype = self._output_dtype(x) if eligible and x.device.type == "cpu" else None
+        if dtype is None or not kernels.usable(x, self.weight, dtypes=kernels.FLOAT_OR_BF16):
             return super().forward(x)
         csr = kernels.load().to_csr(x.detach())
         if self.mode == "auto" and csr[1].numel() > self.max_density * x.numel():
@@ -70,8 +70,8 @@ class SparseInputLinear(nn.Linear):
 
     def _output_dtype(self, x: torch.Tensor):
         """float32 for float32 tensors, bf16 under bf16 autocast (as nn.Linear's output), else None (dense)."""
-        if torch.is_autocast_enabled(x.device.type):
-            return torch.bfloat16 if torch.get_autocast_dtype(x.device.type) == torch.bfloat16 else None
+        if torch.is_autocast_enabled("cpu"):
+            return torch.bfloat16 if torch.get_autocast_dtype("cpu") == torch.bfloat16 else None
         return torch.float32 if x.dtype == self.weight.dtype == torch.float32 else None
 
     def extra_repr(self) -> str:
