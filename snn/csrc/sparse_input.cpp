@@ -2,15 +2,17 @@
 //   forward:      y = x W^T + b      = sparse_mm(csr(x), W^T) + b
 //   weight grad:  dW^T = x^T dy      = sparse_mm(transpose(csr(x)), dy)
 // sparse_mm keeps a block of output columns in registers while it adds up the dense rows the sparse row names.
-// Under bf16 autocast the dense rows and the output may be bf16 (half the bytes to fetch: the kernel is bound by
-// reading them); the sums always run in float32.
+// Under bf16 autocast the dense rows and the output may be bf16 (half the bytes to fetch: the weight gradient, which
+// gathers rows of dy [T*B, M], runs about 2x faster, the forward 1.2x); the sums always run in float32.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
 #include "bf16.h"
 
 #include <algorithm>
+#ifdef __AVX512F__
 #include <immintrin.h>
+#endif
 
 typedef float vec16 __attribute__((vector_size(64), aligned(4)));  // 16 floats, unaligned loads allowed
 typedef uint16_t bf16x16 __attribute__((vector_size(32), aligned(2)));  // 16 bf16 as raw bits
@@ -162,7 +164,7 @@ static void sparse_mm_typed(const torch::Tensor& row_start, const torch::Tensor&
   });
 }
 
-// out [N, M] (out_dtype) = start (broadcast float32 row, optional) + sum over p in row n of value[p] * dense[column[p], :]
+// out [N, M] (out_dtype) = start (broadcast float32 row, optional) + sum over p in row n of value[p] * dense[column[p]]
 // dense: float32 or bf16; the sums run in float32 either way.
 torch::Tensor sparse_mm(const torch::Tensor& row_start, const torch::Tensor& column, const torch::Tensor& value,
                         const torch::Tensor& dense_in, const c10::optional<torch::Tensor>& start_in,
