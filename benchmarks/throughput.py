@@ -1,6 +1,6 @@
 """Training throughput and activation memory of the 784-1000-10 spiking MLP and of the conv SNN, side by side.
 
-    python benchmarks/throughput.py                  # the MLP: rate and direct input, T=25, batch 128
+    python benchmarks/throughput.py                  # the MLP: rate and direct input, T=25, batch 128 (float32, bf16)
     python benchmarks/throughput.py --net conv       # the conv SNN of baseline=csnn: direct input, T=4, batch 128
     python benchmarks/throughput.py --device cuda    # the same on a GPU
 
@@ -46,6 +46,15 @@ class Ours(nn.Module):
 
     def forward(self, images):
         return self.net(self.encoder(images))
+
+
+class OursBf16(Ours):
+    """This project under bf16 autocast (`trainer.precision=bf16-mixed`): event-driven products reading bf16 weights
+    and gradients with float32 sums, bf16 currents and spikes, float32 membranes."""
+
+    def forward(self, images):
+        with torch.autocast(images.device.type, torch.bfloat16):
+            return super().forward(images)
 
 
 class OursTensorCode(Ours):
@@ -163,8 +172,8 @@ def print_profile(title: str, trainer: Trainer, steps: int) -> None:
         print(f"| {e.key} | {e.self_cpu_time_total / steps / 1e3:.1f} | {e.self_cpu_time_total / total:.0%} |")
 
 
-def gemm_gflops(T, batch, hidden, device) -> float:
-    a, b = torch.randn(T * batch, 784, device=device), torch.randn(784, hidden, device=device)
+def gemm_gflops(T, batch, hidden, device, dtype=torch.float32) -> float:
+    a, b = (torch.randn(*shape, device=device, dtype=dtype) for shape in ((T * batch, 784), (784, hidden)))
     for _ in range(3):
         a @ b
     if device.type == "cuda":
@@ -181,6 +190,7 @@ def mlp_candidates(hidden):
     """(input, name, constructor taking T) rows of the MLP table."""
     rows = [
         ("rate", "this project", partial(Ours, hidden=hidden, direct=False)),
+        ("rate", "this project, bf16 autocast", partial(OursBf16, hidden=hidden, direct=False)),
         ("rate", "this project, dense products", partial(Ours, hidden=hidden, direct=False, sparse_input="never")),
         ("rate", "this project, no C++ kernels", partial(OursTensorCode, hidden=hidden, direct=False)),
         ("rate", "snnTorch loop", partial(SnntorchLoop, hidden=hidden, direct=False)),
@@ -301,11 +311,16 @@ def main():
         line = f"| {encoding} | {name} | {speed:,.0f} | {speed / base:.2f}x | {memory:,.1f} |"
         print(line + (f" {peak:,.0f} |" if peak is not None else ""))
     if args.net == "mlp":
-        gflops = gemm_gflops(args.T, args.batch, args.hidden, device)
-        # Linear layers per sample: forward, weight gradients, and the input gradient of layer 2.
-        roofline = gflops * 1e9 / (2 * args.T * (784 * args.hidden * 2 + args.hidden * 10 * 3))
-        print(f"\ndense fp32 GEMM: {gflops:,.0f} GFLOP/s -> roofline for the linear layers alone: ", end="")
-        print(f"{roofline:,.0f} samples/s")
+        print()
+        for dtype in (torch.float32, torch.bfloat16):
+            gflops = gemm_gflops(args.T, args.batch, args.hidden, device, dtype)
+            # Linear layers per sample: forward, weight gradients, and the input gradient of layer 2.
+            roofline = gflops * 1e9 / (2 * args.T * (784 * args.hidden * 2 + args.hidden * 10 * 3))
+            print(
+                f"dense {str(dtype)[6:]} GEMM ({args.T * args.batch}x784 @ 784x{args.hidden}): {gflops:,.0f} GFLOP/s ",
+                end="",
+            )
+            print(f"-> roofline for the linear layers alone: {roofline:,.0f} samples/s")
     ours = {r[0]: r[2] for r in rows if r[1] == "this project"}
     for encoding, name, speed, _, _ in rows:
         if name != "this project" and encoding in ours:

@@ -3,7 +3,9 @@ that fired, in the forward pass and in the weight gradient.
 
 On CPU this runs the C++ kernel `csrc/sparse_input.cpp` (see `snn.kernels`). On other devices, for too dense
 inputs, or where the kernel cannot be built, `nn.Linear`'s dense product runs instead; both give the same numbers
-up to float rounding.
+up to float rounding. Under bf16 autocast the kernel reads the weights (forward) and the output gradient (weight
+gradient) in bf16 and returns a bf16 output as `nn.Linear` would, but adds up in float32 and returns the weight
+gradient in float32 (autocast's dense product rounds it to bf16).
 """
 
 import torch
@@ -17,22 +19,31 @@ MODES = ("auto", "always", "never")
 
 class _SparseInputProduct(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, row_start, column, value):
-        ctx.save_for_backward(weight, row_start, column, value)
-        ctx.in_features, ctx.has_bias = x.shape[1], bias is not None
-        return kernels.load().sparse_mm(row_start, column, value, weight.t(), bias)
+    def forward(ctx, x, weight, bias, dtype, row_start, column, value):
+        """dtype: the output's, float32 or (under autocast) bf16, in which the weights are then read too."""
+        if dtype == torch.float32:
+            dense, saved = weight.t(), weight
+        else:  # W^T in bf16, one pass; kept for the input gradient
+            dense = saved = weight.t().to(dtype, memory_format=torch.contiguous_format)
+        ctx.save_for_backward(saved, row_start, column, value)
+        ctx.in_features, ctx.has_bias, ctx.x_dtype = x.shape[1], bias is not None, x.dtype
+        return kernels.load().sparse_mm(row_start, column, value, dense, bias, dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
-        weight, *csr = ctx.saved_tensors
+        saved, *csr = ctx.saved_tensors
         grad_out = grad_out.contiguous()
-        grad_x = grad_out @ weight if ctx.needs_input_grad[0] else None
+        grad_x = None
+        if ctx.needs_input_grad[0]:  # saved: W, or W^T in bf16
+            grad_x = grad_out @ saved if saved.dtype == torch.float32 else (grad_out @ saved.t()).to(ctx.x_dtype)
         grad_weight = None
-        if ctx.needs_input_grad[1]:  # dW^T = x^T dy, walking x column by column
+        if ctx.needs_input_grad[1]:  # dW^T = x^T dy, walking x column by column, float32 sums
             x_t = kernels.load().transpose_csr(*csr, ctx.in_features)
-            grad_weight = kernels.load().sparse_mm(*x_t, grad_out, None).t()
-        grad_bias = grad_out.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return grad_x, grad_weight, grad_bias, None, None, None
+            grad_weight = kernels.load().sparse_mm(*x_t, grad_out, None, torch.float32).t()
+        grad_bias = None
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_out.sum(0) if grad_out.dtype == torch.float32 else grad_out.sum(0, dtype=torch.float32)
+        return grad_x, grad_weight, grad_bias, None, None, None, None
 
 
 class SparseInputLinear(nn.Linear):
@@ -49,12 +60,19 @@ class SparseInputLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         eligible = self.mode != "never" and x.dim() == 2 and self.out_features >= 16  # the kernel's smallest block
-        if not eligible or not kernels.usable(x, self.weight):
+        dtype = self._output_dtype(x) if eligible and x.device.type == "cpu" else None
+        if dtype is None or not kernels.usable(x, self.weight, dtypes=kernels.FLOAT_OR_BF16):
             return super().forward(x)
         csr = kernels.load().to_csr(x.detach())
         if self.mode == "auto" and csr[1].numel() > self.max_density * x.numel():
             return super().forward(x)
-        return _SparseInputProduct.apply(x, self.weight, self.bias, *csr)
+        return _SparseInputProduct.apply(x, self.weight, self.bias, dtype, *csr)
+
+    def _output_dtype(self, x: torch.Tensor):
+        """float32 for float32 tensors, bf16 under bf16 autocast (as nn.Linear's output), else None (dense)."""
+        if torch.is_autocast_enabled("cpu"):
+            return torch.bfloat16 if torch.get_autocast_dtype("cpu") == torch.bfloat16 else None
+        return torch.float32 if x.dtype == self.weight.dtype == torch.float32 else None
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, sparse_input={self.mode}"

@@ -37,11 +37,12 @@ def test_throughput_benchmark_smoke():
     names = {tuple(cell.strip() for cell in row.split("|")[1:3]) for row in rows}
     assert {
         ("rate", "this project"),
+        ("rate", "this project, bf16 autocast"),
         ("rate", "snnTorch loop"),
         ("direct", "this project"),
         ("direct", "snnTorch loop"),
     } <= names
-    assert "roofline" in result.stdout
+    assert "dense float32 GEMM" in result.stdout and "dense bfloat16 GEMM" in result.stdout
 
 
 @pytest.mark.slow

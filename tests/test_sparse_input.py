@@ -102,3 +102,82 @@ def test_spiking_mlp_trains_the_same_either_way():
     assert torch.equal(trace_a.spikes[0], trace_b.spikes[0])
     for p_a, p_b in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(p_a, p_b, rtol=1e-5, atol=1e-6)
+
+
+@requires_kernel
+@pytest.mark.parametrize("graded", [False, True])  # spikes (the products skipped) and direct encoding's pixels
+def test_float32_sums_are_sequential_and_exact(graded):
+    """The float32 kernel adds value * weight row in column order, bit for bit (what keeps it reproducible)."""
+    torch.manual_seed(6)
+    x = (torch.rand(40, 30) < 0.3).float() * (torch.rand(40, 30) if graded else 1)
+    layer = SparseInputLinear(30, 48, mode="always")
+    expected = layer.bias.detach().expand(40, 48).clone()
+    for k in range(30):
+        expected = expected + x[:, k : k + 1] * layer.weight.detach()[:, k]
+    assert torch.equal(layer(x), expected)
+
+
+def _autocast_forward_backward(layer, x):
+    with torch.autocast("cpu", torch.bfloat16):
+        out = layer(x)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(5)).to(out.dtype)
+    out.backward(grad)
+    return out, grad
+
+
+@requires_kernel
+@pytest.mark.parametrize("out_features", [16, 100, 1000])
+def test_bf16_autocast_product_against_float64(out_features, monkeypatch):
+    """Under bf16 autocast: the event-driven path runs, its output is bf16 within bf16 rounding of the exact product,
+    and its weight gradient is float32, summed in float32 (autocast's dense product would round it to bf16)."""
+    calls = []
+    apply = sparse_input._SparseInputProduct.apply
+    monkeypatch.setattr(sparse_input._SparseInputProduct, "apply", lambda *a: calls.append(1) or apply(*a))
+    torch.manual_seed(7)
+    x = (torch.rand(500, 300) < 0.13).float()
+    layer, _ = _layers(300, out_features)
+    out, grad = _autocast_forward_backward(layer, x)
+    assert calls == [1] and out.dtype == torch.bfloat16 and layer.weight.grad.dtype == torch.float32
+    w64 = layer.weight.detach().bfloat16().double()  # the weights as the kernel reads them
+    exact = x.double() @ w64.t() + layer.bias.detach().double()
+    torch.testing.assert_close(out.double(), exact, rtol=2**-8, atol=1e-6)  # one bf16 rounding of the sum
+    exact_grad_w, exact_grad_b = grad.double().t() @ x.double(), grad.double().sum(0)
+    torch.testing.assert_close(layer.weight.grad.double(), exact_grad_w, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer.bias.grad.double(), exact_grad_b, rtol=1e-5, atol=1e-4)
+
+
+@requires_kernel
+def test_bf16_hidden_spikes_and_their_gradient():
+    """A second event-driven layer takes the first's bf16 spikes; its input gradient comes back in the input's type."""
+    torch.manual_seed(8)
+    x = ((torch.rand(64, 50) < 0.2).bfloat16()).requires_grad_(True)
+    sparse, dense = _layers(50, 40)
+    out_s, _ = _autocast_forward_backward(sparse, x)
+    grad_x_s = x.grad.clone()
+    x.grad = None
+    out_d, _ = _autocast_forward_backward(dense, x)  # autocast's dense bf16 product, the path without the kernel
+    assert x.grad.dtype == grad_x_s.dtype == torch.bfloat16
+    torch.testing.assert_close(out_s, out_d, rtol=2**-7, atol=1e-2)
+    torch.testing.assert_close(grad_x_s, x.grad, rtol=2**-7, atol=1e-2)
+    torch.testing.assert_close(sparse.weight.grad, dense.weight.grad, rtol=2**-7, atol=1e-2)
+
+
+@requires_kernel
+def test_spiking_mlp_under_bf16_autocast_trains_like_float32():
+    """One optimiser step of a two-hidden-layer net under bf16 autocast, event-driven: close to float32 training."""
+    torch.manual_seed(9)
+    x = (torch.rand(10, 16, 784) < 0.13).float()
+    labels = torch.randint(0, 10, (16,))
+    nets = []
+    for precision in (torch.bfloat16, None):
+        torch.manual_seed(4)
+        net = SpikingMLP(partial(LIF), [100, 100], sparse_input="always", **SIZES)
+        with torch.autocast("cpu", precision or torch.float32, enabled=precision is not None):
+            loss = nn.functional.cross_entropy(net(x).float(), labels)
+        loss.backward()
+        nets.append((net, loss))
+    (bf16, loss_bf16), (fp32, loss_fp32) = nets
+    torch.testing.assert_close(loss_bf16, loss_fp32, rtol=0.05, atol=0.05)
+    grad_bf16, grad_fp32 = bf16.stages[0][1].weight.grad, fp32.stages[0][1].weight.grad
+    assert grad_bf16.dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(grad_bf16.flatten(), grad_fp32.flatten(), dim=0) > 0.9

@@ -2,26 +2,37 @@
 //   forward:      y = x W^T + b      = sparse_mm(csr(x), W^T) + b
 //   weight grad:  dW^T = x^T dy      = sparse_mm(transpose(csr(x)), dy)
 // sparse_mm keeps a block of output columns in registers while it adds up the dense rows the sparse row names.
+// Under bf16 autocast the dense rows and the output may be bf16 (half the bytes to fetch: the weight gradient, which
+// gathers rows of dy [T*B, M], runs about 2x faster, the forward 1.2x); the sums always run in float32.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include "bf16.h"
+
+#include <algorithm>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
 typedef float vec16 __attribute__((vector_size(64), aligned(4)));  // 16 floats, unaligned loads allowed
+typedef uint16_t bf16x16 __attribute__((vector_size(32), aligned(2)));  // 16 bf16 as raw bits
+typedef uint32_t u32x16 __attribute__((vector_size(64)));
 constexpr int64_t kVectors = 8;   // vectors of 16 columns per block: 8 accumulators in registers
 constexpr int64_t kRows = 256;    // rows per task
+constexpr int64_t kAhead = 4;     // prefetch distance, in non-zeros
 
-// x [N, K] float32 -> (row_start [N+1] int64, column [nnz] int32, value [nnz] float32)
-std::vector<torch::Tensor> to_csr(const torch::Tensor& x_in) {
-  TORCH_CHECK(x_in.dim() == 2 && x_in.scalar_type() == torch::kFloat32, "to_csr expects a 2-D float32 tensor");
-  auto x = x_in.contiguous();
+// x [N, K] float32 or bf16 -> (row_start [N+1] int64, column [nnz] int32, value [nnz] float32)
+template <typename scalar_t>
+static std::vector<torch::Tensor> to_csr_typed(const torch::Tensor& x) {
   const int64_t N = x.size(0), K = x.size(1);
-  const float* xp = x.data_ptr<float>();
+  const scalar_t* xp = static_cast<const scalar_t*>(x.data_ptr());
   auto row_start = torch::empty({N + 1}, torch::kInt64);
   int64_t* rs = row_start.data_ptr<int64_t>();
   rs[0] = 0;
   at::parallel_for(0, N, 64, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) {
       int64_t count = 0;
-      for (int64_t k = 0; k < K; ++k) count += xp[n * K + k] != 0.0f;
+      for (int64_t k = 0; k < K; ++k) count += to_float(xp[n * K + k]) != 0.0f;
       rs[n + 1] = count;
     }
   });
@@ -36,7 +47,7 @@ std::vector<torch::Tensor> to_csr(const torch::Tensor& x_in) {
     for (int64_t n = begin; n < end; ++n) {
       int64_t count = 0;
       for (int64_t k = 0; k < K; ++k) {
-        const float v = xp[n * K + k];
+        const float v = to_float(xp[n * K + k]);
         cols[count] = static_cast<int32_t>(k);
         vals[count] = v;
         count += v != 0.0f;
@@ -46,6 +57,15 @@ std::vector<torch::Tensor> to_csr(const torch::Tensor& x_in) {
     }
   });
   return {row_start, column, value};
+}
+
+std::vector<torch::Tensor> to_csr(const torch::Tensor& x_in) {
+  const auto dtype = x_in.scalar_type();
+  TORCH_CHECK(x_in.dim() == 2 && (dtype == torch::kFloat32 || dtype == torch::kBFloat16),
+              "to_csr expects a 2-D float32 or bfloat16 tensor");
+  std::vector<torch::Tensor> csr;
+  with_element_type(dtype, [&](auto zero) { csr = to_csr_typed<decltype(zero)>(x_in.contiguous()); });
+  return csr;
 }
 
 // The CSR of x^T (columns of x become rows), by counting sort.
@@ -73,32 +93,48 @@ std::vector<torch::Tensor> transpose_csr(const torch::Tensor& row_start, const t
   return {t_start, t_column, t_value};
 }
 
-template <int V>
-static void gather_rows(float* out, const float* dense, const float* start, int64_t M, const int64_t* offset,
+static inline vec16 load16(const float* p) { return *(const vec16*)p; }
+static inline vec16 load16(const Bf16* p) {  // bf16 -> float: the bits move to the upper half
+#ifdef __AVX512F__  // one widening load (GCC splits the generic conversion into halves)
+  return (vec16)_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p)), 16);
+#else
+  return (vec16)(__builtin_convertvector(*(const bf16x16*)p, u32x16) << 16);
+#endif
+}
+static inline void store16(float* p, vec16 v) { *(vec16*)p = v; }
+static inline void store16(Bf16* p, vec16 v) {  // round to nearest even, as from_float<Bf16>
+  const u32x16 u = (u32x16)v;
+  *(bf16x16*)p = __builtin_convertvector((u + 0x7FFF + ((u >> 16) & 1)) >> 16, bf16x16);
+}
+
+// kUnit: every value is 1 (spikes), so the products are skipped: 1 * w == w exactly, the same sums bit for bit.
+template <int V, bool kUnit, typename dense_t, typename out_t>
+static void gather_rows(out_t* out, const dense_t* dense, const float* start, int64_t M, const int64_t* offset,
                         const int64_t* rs, const int32_t* cp, const float* vp, int64_t begin, int64_t end) {
+  const int64_t last = std::max<int64_t>(rs[end] - 1, 0);
   for (int64_t n = begin; n < end; ++n) {
     vec16 acc[V];
 #pragma GCC unroll 8
-    for (int i = 0; i < V; ++i) acc[i] = start ? *(const vec16*)(start + offset[i]) : vec16{};
+    for (int i = 0; i < V; ++i) acc[i] = start ? load16(start + offset[i]) : vec16{};
     for (int64_t p = rs[n]; p < rs[n + 1]; ++p) {
       const float v = vp[p];
-      const float* row = dense + static_cast<int64_t>(cp[p]) * M;
+      const dense_t* row = dense + static_cast<int64_t>(cp[p]) * M;
+      // the rows named are scattered, beyond the hardware prefetcher: fetch the one kAhead entries on (in this task)
+      const dense_t* ahead = dense + static_cast<int64_t>(cp[std::min(p + kAhead, last)]) * M;
 #pragma GCC unroll 8
-      for (int i = 0; i < V; ++i) acc[i] += v * *(const vec16*)(row + offset[i]);
+      for (int i = 0; i < V; ++i) __builtin_prefetch(ahead + offset[i]);
+#pragma GCC unroll 8
+      for (int i = 0; i < V; ++i) acc[i] += kUnit ? load16(row + offset[i]) : v * load16(row + offset[i]);
     }
 #pragma GCC unroll 8
-    for (int i = 0; i < V; ++i) *(vec16*)(out + n * M + offset[i]) = acc[i];
+    for (int i = 0; i < V; ++i) store16(out + n * M + offset[i], acc[i]);
   }
 }
 
-// out [N, M] = start (broadcast row, optional) + sum over p in row n of value[p] * dense[column[p], :]
-torch::Tensor sparse_mm(const torch::Tensor& row_start, const torch::Tensor& column, const torch::Tensor& value,
-                        const torch::Tensor& dense_in, const c10::optional<torch::Tensor>& start_in) {
-  auto dense = dense_in.contiguous();
+template <bool kUnit, typename dense_t, typename out_t>
+static void sparse_mm_typed(const torch::Tensor& row_start, const torch::Tensor& column, const torch::Tensor& value,
+                            const torch::Tensor& dense, const torch::Tensor& start, torch::Tensor& out) {
   const int64_t N = row_start.size(0) - 1, M = dense.size(1);
-  TORCH_CHECK(M >= 16, "sparse_mm needs at least 16 output columns");
-  auto start = start_in.has_value() ? start_in->contiguous() : torch::Tensor();
-  auto out = torch::empty({N, M}, torch::kFloat32);
   const int64_t vectors = (M + 15) / 16, blocks = (vectors + kVectors - 1) / kVectors;
   const int64_t chunks = (N + kRows - 1) / kRows;
   at::parallel_for(0, blocks * chunks, 1, [&](int64_t begin, int64_t end) {
@@ -111,20 +147,46 @@ torch::Tensor sparse_mm(const torch::Tensor& row_start, const torch::Tensor& col
       const int32_t* cp = column.data_ptr<int32_t>();
       const float* vp = value.data_ptr<float>();
       const float* sp = start.defined() ? start.data_ptr<float>() : nullptr;
-      float* op = out.data_ptr<float>();
-      const float* dp = dense.data_ptr<float>();
+      out_t* op = static_cast<out_t*>(out.data_ptr());
+      const dense_t* dp = static_cast<const dense_t*>(dense.data_ptr());
       const int64_t r0 = chunk * kRows, r1 = std::min(N, r0 + kRows);
       switch (count) {
-        case 1: gather_rows<1>(op, dp, sp, M, offset, rs, cp, vp, r0, r1); break;
-        case 2: gather_rows<2>(op, dp, sp, M, offset, rs, cp, vp, r0, r1); break;
-        case 3: gather_rows<3>(op, dp, sp, M, offset, rs, cp, vp, r0, r1); break;
-        case 4: gather_rows<4>(op, dp, sp, M, offset, rs, cp, vp, r0, r1); break;
-        case 5: gather_rows<5>(op, dp, sp, M, offset, rs, cp, vp, r0, r1); break;
-        case 6: gather_rows<6>(op, dp, sp, M, offset, rs, cp, vp, r0, r1); break;
-        case 7: gather_rows<7>(op, dp, sp, M, offset, rs, cp, vp, r0, r1); break;
-        default: gather_rows<8>(op, dp, sp, M, offset, rs, cp, vp, r0, r1);
+        case 1: gather_rows<1, kUnit>(op, dp, sp, M, offset, rs, cp, vp, r0, r1); break;
+        case 2: gather_rows<2, kUnit>(op, dp, sp, M, offset, rs, cp, vp, r0, r1); break;
+        case 3: gather_rows<3, kUnit>(op, dp, sp, M, offset, rs, cp, vp, r0, r1); break;
+        case 4: gather_rows<4, kUnit>(op, dp, sp, M, offset, rs, cp, vp, r0, r1); break;
+        case 5: gather_rows<5, kUnit>(op, dp, sp, M, offset, rs, cp, vp, r0, r1); break;
+        case 6: gather_rows<6, kUnit>(op, dp, sp, M, offset, rs, cp, vp, r0, r1); break;
+        case 7: gather_rows<7, kUnit>(op, dp, sp, M, offset, rs, cp, vp, r0, r1); break;
+        default: gather_rows<8, kUnit>(op, dp, sp, M, offset, rs, cp, vp, r0, r1);
       }
     }
+  });
+}
+
+// out [N, M] (out_dtype) = start (broadcast float32 row, optional) + sum over p in row n of value[p] * dense[column[p]]
+// dense: float32 or bf16; the sums run in float32 either way.
+torch::Tensor sparse_mm(const torch::Tensor& row_start, const torch::Tensor& column, const torch::Tensor& value,
+                        const torch::Tensor& dense_in, const c10::optional<torch::Tensor>& start_in,
+                        c10::ScalarType out_dtype) {
+  auto dense = dense_in.contiguous();
+  const int64_t N = row_start.size(0) - 1, M = dense.size(1);
+  const auto float_or_bf16 = [](c10::ScalarType t) { return t == torch::kFloat32 || t == torch::kBFloat16; };
+  TORCH_CHECK(M >= 16, "sparse_mm needs at least 16 output columns");
+  TORCH_CHECK(float_or_bf16(dense.scalar_type()) && float_or_bf16(out_dtype), "sparse_mm takes float32 or bfloat16");
+  auto start = start_in.has_value() ? start_in->to(torch::kFloat32).contiguous() : torch::Tensor();
+  auto out = torch::empty({N, M}, torch::TensorOptions().dtype(out_dtype));
+  const float* vp = value.data_ptr<float>();
+  const bool unit = std::all_of(vp, vp + value.numel(), [](float v) { return v == 1.0f; });
+  with_element_type(dense.scalar_type(), [&](auto dense_zero) {
+    with_element_type(out_dtype, [&](auto out_zero) {
+      using dense_t = decltype(dense_zero);
+      using out_t = decltype(out_zero);
+      if (unit)
+        sparse_mm_typed<true, dense_t, out_t>(row_start, column, value, dense, start, out);
+      else
+        sparse_mm_typed<false, dense_t, out_t>(row_start, column, value, dense, start, out);
+    });
   });
   return out;
 }
