@@ -116,7 +116,7 @@ def test_alif_adaptation_raises_the_threshold():
 @pytest.mark.parametrize("repeated", [False, True])
 def test_synaptic_fused_equals_the_reference(reset, repeated):
     neuron = Synaptic(0.7, 0.85, 0.9, reset=reset, surrogate="fast_sigmoid", shape=(N,))
-    current = _currents(repeated, seed=1).requires_grad_()
+    current = (_currents(repeated, seed=1) * 0.4).requires_grad_()  # syn sums ~1 / (1 - alpha) steps
     spikes, membrane = neuron.run(current, steps=T)
     (grad,) = torch.autograd.grad(_loss(spikes, membrane), current)
     expected = synaptic_reference(current.expand(T, B, N), 0.7, 0.85, 0.9, reset, FastSigmoid())
@@ -136,7 +136,7 @@ def test_synaptic_equals_snntorch(reset):
     delay = reset != "zero_leaky"
     theirs = snntorch.Synaptic(0.75, 0.9, threshold=1.0, spike_grad=ours.surrogate, reset_delay=delay,
                                reset_mechanism="zero" if reset != "subtract" else "subtract")  # fmt: skip
-    current = _currents(False, seed=2).requires_grad_()
+    current = (_currents(False, seed=2) * 0.4).requires_grad_()
     spikes, membrane = ours.run(current)
     (grad,) = torch.autograd.grad((spikes * torch.arange(N)).sum() + membrane.sum(), current)
     theirs.reset_mem()
@@ -237,7 +237,7 @@ def test_trains_through_train_py_and_with_the_conv_net(name, mnist_root, tmp_pat
 
     assert done.returncode == 0, done.stderr
     net, info = load_nir(done.stdout.strip())
-    assert info["nodes"] == ["Affine", "CubaLIF", "Affine", "CubaLIF"]
+    assert [node for node in info["nodes"] if node.endswith("LIF")] == ["CubaLIF", "CubaLIF"]
     module, _ = load_classifier(checkpoint)
     x = (torch.rand(4, 8, 1, 28, 28, generator=torch.Generator().manual_seed(0)) < 0.5).float()
     with torch.no_grad():
