@@ -170,7 +170,8 @@ def test_unwritable_outputs_is_one_clear_line(tmp_path, mnist_root):
 def test_the_leaf_modules_import_neither_lightning_nor_hydra():
     """Neurons, encoders, surrogates, layers and architectures (and the checks they use) are plain torch modules."""
     leaves = ", ".join(
-        f"snn.{m}" for m in ("checks", "neurons", "encoders", "surrogates", "spiking_layer", "recurrent")
+        f"snn.{m}"
+        for m in ("checks", "neurons", "encoders", "surrogates", "spiking_layer", "recurrent", "alif", "synaptic")
     )
     leaves += ", snn.architectures"
     frameworks = ("pytorch_lightning", "lightning", "lightning_fabric", "hydra", "omegaconf")
