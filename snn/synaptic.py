@@ -108,8 +108,8 @@ class Synaptic(SpikingLayer):
         return self.surrogate(membrane - self.threshold), (membrane, syn)
 
     def nir_node(self, dt: float):
-        """nir.CubaLIF, with snnTorch's mapping: tau_syn = dt / (1 - alpha), tau_mem = dt / (1 - beta), r = tau_mem / dt,
-        w_in = tau_syn / dt (input gains of 1); refused unless reset=zero_leaky, alpha < 1 and beta < 1."""
+        """nir.CubaLIF, with snnTorch's mapping: tau_syn = dt / (1 - alpha), tau_mem = dt / (1 - beta),
+        r = tau_mem / dt, w_in = tau_syn / dt (input gains of 1); refused unless reset=zero_leaky, alpha, beta < 1."""
         import nir  # only where a graph is made
 
         from snn.nir_graph import NIRError, _per_neuron, must_retrain

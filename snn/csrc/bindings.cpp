@@ -18,10 +18,12 @@ std::vector<torch::Tensor> max_pool2x2_forward(const torch::Tensor& x);
 torch::Tensor max_pool2x2_backward(const torch::Tensor& grad, const torch::Tensor& index, int64_t H, int64_t W);
 
 std::vector<torch::Tensor> alif_forward(const torch::Tensor& current, int64_t T, const torch::Tensor& beta,
-                                        const torch::Tensor& rho, double threshold, double adaptation, bool zero_reset);
+                                        const torch::Tensor& rho, double threshold, double adaptation,
+                                        bool zero_reset);
 std::vector<torch::Tensor> alif_backward(const c10::optional<torch::Tensor>& grad_spikes,
-                                         const c10::optional<torch::Tensor>& grad_membrane, const torch::Tensor& membrane,
-                                         const torch::Tensor& adapt, const torch::Tensor& beta, const torch::Tensor& rho,
+                                         const c10::optional<torch::Tensor>& grad_membrane,
+                                         const torch::Tensor& membrane, const torch::Tensor& adapt,
+                                         const torch::Tensor& beta, const torch::Tensor& rho,
                                          double threshold, double adaptation, bool zero_reset, int64_t surrogate,
                                          double slope, c10::ScalarType dtype, bool sum_over_time, bool param_grads);
 std::vector<torch::Tensor> synaptic_forward(const torch::Tensor& current, int64_t T, double alpha, double beta,

@@ -1,5 +1,5 @@
-// What the neurons' time loops share (alif.cpp, synaptic.cpp): blocks of neurons spread over torch's threads and the
-// surrogate derivatives of snn/surrogates.py. The same definitions as lif.cpp's, which can include this header.
+// What the neurons' time loops share (lif.cpp, alif.cpp, synaptic.cpp): blocks of neurons spread over torch's threads
+// and the surrogate derivatives of snn/surrogates.py.
 #pragma once
 #include <ATen/Parallel.h>
 
