@@ -17,7 +17,7 @@ from snn import kernels
 from snn.alif import ALIF
 from snn.recurrent import Recurrent
 from snn.surrogates import ATan, FastSigmoid
-from snn.synaptic import Synaptic
+from snn.synaptic import Synaptic, fused
 from tests.conftest import ROOT, train_tiny
 
 T, B, N = 12, 3, 5
@@ -77,6 +77,7 @@ def _loss(spikes, membrane):
 
 def test_the_kernels_are_built():
     assert kernels.load() is not None  # otherwise the comparisons below would compare the tensor path with itself
+    assert fused(_currents(False), ATan()) and fused(_currents(False).bfloat16(), ATan())
 
 
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
@@ -154,7 +155,7 @@ SCRIPT = """
 import sys, torch
 from snn import kernels
 from snn.alif import ALIF
-from snn.synaptic import Synaptic
+from snn.synaptic import Synaptic, fused
 from tests.test_temporal_neurons import _currents, _loss
 out = {"fused": kernels.enabled}
 for name, neuron in [("alif", ALIF(0.85, 0.8, 1.5, 6, True, "zero", shape=(5,))),
@@ -242,3 +243,18 @@ def test_trains_through_train_py_and_with_the_conv_net(name, mnist_root, tmp_pat
     x = (torch.rand(4, 8, 1, 28, 28, generator=torch.Generator().manual_seed(0)) < 0.5).float()
     with torch.no_grad():
         assert torch.equal(net(x), module.net(x)) and net(x).sum() > 0
+
+
+def test_nir_nodes_and_refusals():
+    from snn.nir_graph import NIRError
+
+    node = Synaptic(0.5, 0.75, 2.0, reset="zero_leaky", shape=(3,)).nir_node(1e-4)
+    assert node.tau_syn.tolist() == [2e-4] * 3 and node.tau_mem.tolist() == [4e-4] * 3
+    assert node.r.tolist() == [4.0] * 3 and node.w_in.tolist() == [2.0] * 3 and node.v_threshold.tolist() == [2.0] * 3
+    for reset in ("subtract", "zero"):
+        with pytest.raises(NIRError, match=r"reset other than zero_leaky .*; train with neuron.reset=zero_leaky to"):
+            Synaptic(reset=reset, shape=(3,)).nir_node(1e-4)
+    with pytest.raises(NIRError, match=r"^Synaptic with alpha=1, beta=0.9 has no CubaLIF node: a decay of 1 is"):
+        Synaptic(alpha=1.0, reset="zero_leaky", shape=(3,)).nir_node(1e-4)
+    with pytest.raises(NIRError, match=r"^ALIF has no NIR node: NIR has no adaptive-threshold neuron"):
+        ALIF(shape=(3,)).nir_node(1e-4)
