@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from snn.checks import is_number, require
+from snn.checks import ConfigError, is_number, require
 from snn.encoders import Encoder
 
 # The saccade triangle, (rows, columns) in units of the amplitude: up, down-right, down-left, back up.
@@ -78,7 +78,6 @@ class DeltaEncoder(Encoder):
 
     def __init__(self, T: int, amplitude: float = 2.0, threshold: float = 0.1):
         super().__init__(T)
-        require(self.T >= 3, "T", T, "an integer >= 3 with encoder=delta (at least one step per saccade)")
         require(is_number(amplitude) and 0 < amplitude <= 8, "amplitude", amplitude, "a number of pixels in (0, 8]")
         require(is_number(threshold) and 0 < threshold < 1, "threshold", threshold, "a number in (0, 1)")
         self.amplitude, self.threshold = float(amplitude), float(threshold)
@@ -88,6 +87,12 @@ class DeltaEncoder(Encoder):
         return f"T={self.T}, amplitude={self.amplitude}, threshold={self.threshold}"
 
     def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
+        """Also where a run's T is checked against the path (as the sequential encoder checks it against the image):
+        fewer than 3 steps would skip saccades, and T=1 returns to the start at once, with no event at all."""
+        if self.T < 3:
+            raise ConfigError(
+                f"T={self.T} is not allowed with encoder=delta: T must be >= 3 (at least one step per saccade)"
+            )
         _, height, width = input_shape
         return (2, height + 2 * self.pad, width + 2 * self.pad)
 
@@ -100,7 +105,6 @@ class DeltaEncoder(Encoder):
 
 def main(argv: list[str]) -> None:
     """The docs figure: one real test digit's events."""
-    from snn.checks import ConfigError
     from snn.data import DataError, load_mnist
     from snn.plots import events_figure, save
 
@@ -112,6 +116,7 @@ def main(argv: list[str]) -> None:
                 raise ConfigError(f"unknown argument {arg!r}; allowed: {', '.join(f'{k}=' for k in args)}")
             args[key] = value
         encoder = DeltaEncoder(int(args["T"]), float(args["amplitude"]), float(args["threshold"]))
+        encoder.output_shape((1, 28, 28))  # its T rule
         images, labels = load_mnist(os.environ.get("SNN_DATA_DIR", "data"), train=False, download=False)
         index = int(args["index"])
         require(0 <= index < len(labels), "index", index, f"a test-set index in [0, {len(labels) - 1}]")

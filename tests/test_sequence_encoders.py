@@ -70,6 +70,8 @@ def test_a_t_that_does_not_fit_is_refused_with_one_line(compose_cfg):
     with pytest.raises(ConfigError, match=r"^T=784 is not allowed with encoder=sequential order=rows: T must be 28 "):
         validate(compose_cfg("encoder=sequential", "encoder.order=rows", "T=784"))
     validate(compose_cfg("model=ann", "encoder=sequential", "T=25"))  # the ANN baselines see no encoder
+    with pytest.raises(ConfigError, match=r"^T=2 is not allowed with encoder=delta: T must be >= 3 "):
+        validate(compose_cfg("encoder=delta", "T=2"))
 
 
 @pytest.mark.slow
@@ -196,3 +198,20 @@ def test_the_events_figure_draws_polarities(tmp_path):
     trace.spikes, trace.membrane = [torch.zeros(6, 1, 5)], torch.zeros(6, 1, 10)
     save(inference_figure(image, torch.zeros(10), 0, "scores", trace, 1.0, classes="0123456789"), tmp_path / "i.png")
     assert (tmp_path / "events.png").stat().st_size > 0 and (tmp_path / "i.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_a_delta_run_exports_to_nir_with_its_step_shape(tmp_path, mnist_root):
+    """The graph's input is one step of events, [2, 32, 32]; read back with the encoder its metadata names, it
+    computes what the checkpoint does."""
+    from snn.evaluation import load_classifier, load_model
+    from snn.export import export
+
+    overrides = ("encoder=delta", "T=6", "neuron.reset=zero", "model.hidden_sizes=[16]", "trainer.max_epochs=1")
+    ckpt = train_tiny(tmp_path / "run", mnist_root, *overrides) / "checkpoints" / "best.ckpt"
+    graph, _ = load_model(export(ckpt, tmp_path / "delta.nir"), None, None)
+    trained, _ = load_classifier(ckpt)
+    assert type(graph.encoder) is DeltaEncoder and graph.encoder.amplitude == 2.0
+    images = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(graph(images), trained(images), atol=1e-5)
