@@ -108,7 +108,7 @@ def main(argv: list[str]) -> None:
     from snn.data import DataError, load_mnist
     from snn.plots import events_figure, save
 
-    args = dict(out="docs/delta_events.png", index="0", T="30", amplitude="2", threshold="0.1")
+    args = {"out": "docs/delta_events.png", "index": "0", "T": "30", "amplitude": "2", "threshold": "0.1"}
     try:
         for arg in argv:
             key, sep, value = arg.partition("=")

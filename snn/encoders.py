@@ -92,7 +92,7 @@ class SequentialEncoder(Encoder):
 
     def _steps(self, input_shape: Sequence[int]) -> int:
         """The one T this order allows for images of `input_shape`; a ConfigError (one line) for any other."""
-        channels, height, width = input_shape
+        _, height, width = input_shape
         steps, what = (height * width, "pixel") if self.order == "pixels" else (height, "row")
         if self.T != steps:
             raise ConfigError(
@@ -102,7 +102,7 @@ class SequentialEncoder(Encoder):
         return steps
 
     def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
-        channels, height, width = input_shape
+        channels, _, width = input_shape
         self._steps(input_shape)
         return (channels,) if self.order == "pixels" else (channels * width,)
 

@@ -21,6 +21,9 @@ PIXELS_T25 = (
     "T=25 is not allowed with encoder=sequential order=pixels: T must be 784 (one step per pixel of a 28x28 image); "
     "set T=784"
 )
+ROWS_T25 = (
+    "T=25 is not allowed with encoder=sequential order=rows: T must be 28 (one step per row of a 28x28 image); set T=28"
+)
 
 
 def test_pixels_are_the_image_read_pixel_by_pixel():
@@ -56,7 +59,8 @@ def test_permutation_is_the_same_in_another_process():
         "import torch; torch.manual_seed(123); torch.rand(5); from snn.encoders import permutation; "
         "print(permutation(784, 0).tolist())"
     )
-    other = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    run = [sys.executable, "-c", code]
+    other = subprocess.run(run, check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert other.returncode == 0, other.stderr[-2000:]
     assert json.loads(other.stdout) == permutation(784, 0).tolist()
     # pinned: a torch whose randperm drew otherwise would scramble every PS-MNIST checkpoint's input
@@ -78,6 +82,7 @@ def test_a_t_that_does_not_fit_is_refused_with_one_line(compose_cfg):
 def test_train_py_refuses_a_wrong_t_before_making_a_run_folder(tmp_path, mnist_root):
     result = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "encoder=sequential", "T=25", f"data.root={mnist_root}"],
+        check=False,
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -172,9 +177,8 @@ def test_a_sequential_checkpoint_is_evaluated_and_keeps_its_t(rows_checkpoint, m
     assert (newest_output_dir(rows_checkpoint) / "test_0.png").stat().st_size > 0  # the figure of a [28, 1, 28] input
     wrong = evaluate(f"ckpt={rows_checkpoint}", "T=25", cwd=tmp_path, data_root=mnist_root)
     assert wrong.returncode != 0 and "Traceback" not in wrong.stderr
-    assert wrong.stderr.strip().splitlines()[-1].startswith(
-        "error: T=25 is not allowed with encoder=sequential order=rows: T must be 28"
-    )
+    last = wrong.stderr.strip().splitlines()[-1]
+    assert last == f"error: {ROWS_T25}"
 
 
 @pytest.mark.slow
