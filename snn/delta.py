@@ -123,7 +123,7 @@ def main(argv: list[str]) -> None:
         events = encoder(images[index : index + 1])[:, 0]
     except (ConfigError, DataError, ValueError) as error:
         sys.exit(f"error: {error}")
-    title = f"MNIST test digit {index} (a {int(labels[index])}), encoder=delta {encoder.extra_repr()}"
+    title = f"MNIST test image {index} (a {int(labels[index])}), encoder=delta {encoder.extra_repr()}"
     save(events_figure(images[index], events, title), args["out"])
     print(args["out"])
 

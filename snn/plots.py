@@ -74,7 +74,7 @@ def events_figure(image: torch.Tensor, events: torch.Tensor, title: str = "", sl
     axes[0].axis("off")
     for ax, start, stop in zip(axes[1:], bounds[:-1], bounds[1:]):
         _events_image(ax, events[start:stop], f"steps {start}-{stop - 1}")
-    fig.suptitle(title or "events: ON red, OFF blue", fontsize=9)
+    fig.suptitle(f"{title}: ON events red, OFF blue" if title else "ON events red, OFF blue", fontsize=9)
     fig.tight_layout()
     return fig
 
