@@ -40,9 +40,7 @@ class _AdaptiveSequence(torch.autograd.Function):
     def forward(ctx, current, beta, rho, steps: int, threshold: float, adaptation: float, zero_reset, surrogate,
                 backend):  # fmt: skip
         ctx.loops = kernels.time_loops(backend)
-        spikes, membrane, adapt = ctx.loops.alif_forward(
-            current, steps, beta, rho, threshold, adaptation, zero_reset
-        )
+        spikes, membrane, adapt = ctx.loops.alif_forward(current, steps, beta, rho, threshold, adaptation, zero_reset)
         ctx.save_for_backward(membrane, adapt, beta, rho)
         ctx.set_materialize_grads(False)
         ctx.args = (threshold, adaptation, zero_reset, surrogate.kernel_id, surrogate.slope)

@@ -11,11 +11,27 @@ import torch
 import triton
 import triton.language as tl
 
-from snn.triton_kernels import BLOCK, INTERPRETED, NO_FUSION, _grid, _on, _surrogate_derivative
-from snn.triton_kernels import lif_backward, lif_forward  # noqa: F401  (one module per backend)
+# lif_forward, lif_backward and INTERPRETED: re-exported, one module per backend (see __all__)
+from snn.triton_kernels import (
+    BLOCK,
+    INTERPRETED,
+    NO_FUSION,
+    _grid,
+    _on,
+    _surrogate_derivative,
+    lif_backward,
+    lif_forward,
+)
 
-__all__ = ["INTERPRETED", "lif_forward", "lif_backward", "alif_forward", "alif_backward"]
-__all__ += ["synaptic_forward", "synaptic_backward"]
+__all__ = [
+    "INTERPRETED",
+    "alif_backward",
+    "alif_forward",
+    "lif_backward",
+    "lif_forward",
+    "synaptic_backward",
+    "synaptic_forward",
+]
 
 
 @triton.jit
@@ -202,7 +218,7 @@ def _gradients(grad_spikes, grad_membrane, membrane, dtype, sum_over_time):
     gs = membrane if grad_spikes is None else grad_spikes.to(dtype).contiguous()
     gm = membrane if grad_membrane is None else grad_membrane.to(torch.float32).contiguous()
     grad = torch.empty((1 if sum_over_time else T, E), dtype=dtype, device=membrane.device)
-    return gs, gm, dict(HAS_GS=grad_spikes is not None, HAS_GM=grad_membrane is not None), grad
+    return gs, gm, {"HAS_GS": grad_spikes is not None, "HAS_GM": grad_membrane is not None}, grad
 
 
 def alif_forward(current, T: int, beta, rho, threshold: float, adaptation: float, zero_reset: bool):

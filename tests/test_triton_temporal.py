@@ -120,7 +120,7 @@ def test_a_gradient_of_the_spikes_alone_and_a_single_step(monkeypatch, neuron):
 def test_the_kernels_under_the_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1", "SNN_KERNELS": "triton", "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "pytest", "-q", __file__, "-k", "not interpreter and not refuse"]
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     summary = result.stdout.strip().splitlines()[-1]
     passed = int(re.search(r"(\d+) passed", summary).group(1))
@@ -173,14 +173,14 @@ def test_kernels_compile_for_a_gpu_without_fused_multiply_adds():
         assert_compiles(tt._alif_forward, pointers, {**forward, "th": "fp32", "adp": "fp32"}, ZERO_RESET=reset,
                         BLOCK=tt.BLOCK)  # fmt: skip
         pointers = {"G": "*bf16", "GB": "*fp32", "GR": "*fp32", "GS": "*bf16", "GM": "*fp32", **state}
-        flags = dict(KIND=2 if reset else 0, HAS_GS=True, HAS_GM=reset, SUM_TIME=reset, PARAMS=True, BLOCK=tt.BLOCK)
+        flags = {"KIND": 2 if reset else 0, "HAS_GS": True, "HAS_GM": reset, "SUM_TIME": reset, "PARAMS": True}
         scalars = {**backward, "th": "fp32", "adp": "fp32", "slope": "fp32"}
-        assert_compiles(tt._alif_backward, pointers, scalars, ZERO_RESET=reset, **flags)
+        assert_compiles(tt._alif_backward, pointers, scalars, ZERO_RESET=reset, BLOCK=tt.BLOCK, **flags)
     for reset in range(3):
         scalars = {"al": "fp32", "b": "fp32", "th": "fp32"}
         assert_compiles(tt._synaptic_forward, {"I": "*bf16", "U": "*fp32", "S": "*bf16"}, {**forward, **scalars},
                         RESET=reset, BLOCK=tt.BLOCK)  # fmt: skip
         pointers = {"G": "*bf16", "GS": "*bf16", "GM": "*fp32", "U": "*fp32"}
-        flags = dict(KIND=reset, HAS_GS=True, HAS_GM=True, SUM_TIME=reset == 1, BLOCK=tt.BLOCK)
+        flags = {"KIND": reset, "HAS_GS": True, "HAS_GM": True, "SUM_TIME": reset == 1, "BLOCK": tt.BLOCK}
         assert_compiles(tt._synaptic_backward, pointers, {**backward, **scalars, "slope": "fp32"}, RESET=reset,
                         **flags)  # fmt: skip
