@@ -244,7 +244,8 @@ def alif_backward(
     beta, rho = (p.to(torch.float32).contiguous() for p in (beta, rho))
     T, E = membrane.shape
     gs, gm, flags, grad = _gradients(grad_spikes, grad_membrane, membrane, dtype, sum_over_time)
-    grad_beta, grad_rho = (torch.empty(E if param_grads else 0, device=membrane.device) for _ in "br")
+    # without param_grads the kernel never writes them: the membrane stands in (an empty tensor's pointer may be null)
+    grad_beta, grad_rho = [torch.empty(E, device=membrane.device) for _ in "br"] if param_grads else [membrane] * 2
     with _on(membrane.device):
         _alif_backward[_grid(E)](
             grad, grad_beta, grad_rho, gs, gm, membrane, adapt, beta, rho, T, E, (T - 1) * E, threshold, adaptation,

@@ -119,7 +119,7 @@ def test_a_gradient_of_the_spikes_alone_and_a_single_step(monkeypatch, neuron):
 @pytest.mark.skipif(INTERPRETED, reason="this is the interpreter's run")
 def test_the_kernels_under_the_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1", "SNN_KERNELS": "triton", "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "pytest", "-q", __file__, "-k", "not interpreter and not refuse"]
+    command = [sys.executable, "-m", "pytest", "-q", __file__, "-k", "not interpreter and not refuse and not compile"]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     summary = result.stdout.strip().splitlines()[-1]
