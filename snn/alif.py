@@ -14,8 +14,9 @@ surrogate of U - theta with respect to U and to a, and through S[t-1] into a[t] 
 credit over the adaptation's long time constant); the reset term (S[t-1] and theta[t-1]) is detached, as snnTorch
 detaches its resets. `learnable=true` learns beta and rho per neuron (through sigmoids, initialised at the keys).
 
-`run` goes through time in C++ on CPU (csrc/alif.cpp: forward and backward, storing the membrane and a), elsewhere
-(and with SNN_KERNELS=0) it steps `step` with plain autograd. NIR has no adaptive neuron: no export.
+`run` goes through time in C++ on CPU (csrc/alif.cpp: forward and backward, storing the membrane and a), in Triton on
+GPUs (snn/triton_temporal.py, the same loops), elsewhere (and with SNN_KERNELS=0) it steps `step` with plain
+autograd; `kernels.backend` decides. NIR has no adaptive neuron: no export.
 """
 
 import math
@@ -36,10 +37,10 @@ class _AdaptiveSequence(torch.autograd.Function):
     """`current` `[steps or 1, E]`, beta and rho `[E]` (float32) -> (spikes, membrane) `[steps, E]`."""
 
     @staticmethod
-    def forward(ctx, current, beta, rho, steps: int, threshold: float, adaptation: float, zero_reset, surrogate):
-        spikes, membrane, adapt = kernels.load().alif_forward(
-            current, steps, beta, rho, threshold, adaptation, zero_reset
-        )
+    def forward(ctx, current, beta, rho, steps: int, threshold: float, adaptation: float, zero_reset, surrogate,
+                backend):  # fmt: skip
+        ctx.loops = kernels.time_loops(backend)
+        spikes, membrane, adapt = ctx.loops.alif_forward(current, steps, beta, rho, threshold, adaptation, zero_reset)
         ctx.save_for_backward(membrane, adapt, beta, rho)
         ctx.set_materialize_grads(False)
         ctx.args = (threshold, adaptation, zero_reset, surrogate.kernel_id, surrogate.slope)
@@ -50,10 +51,10 @@ class _AdaptiveSequence(torch.autograd.Function):
     def backward(ctx, grad_spikes, grad_membrane):
         membrane, adapt, beta, rho = ctx.saved_tensors
         params = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
-        grad, grad_beta, grad_rho = kernels.load().alif_backward(
+        grad, grad_beta, grad_rho = ctx.loops.alif_backward(
             grad_spikes, grad_membrane, membrane, adapt, beta, rho, *ctx.args, ctx.dtype, ctx.repeated, params
         )
-        return grad, grad_beta if params else None, grad_rho if params else None, None, None, None, None, None
+        return grad, grad_beta if params else None, grad_rho if params else None, *[None] * 6
 
 
 def _logit(p: float) -> float:
@@ -111,11 +112,12 @@ class ALIF(SpikingLayer):
 
     def run(self, current: torch.Tensor, steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(spikes, membrane) `[T, B, ...]`; `current` `[T, B, ...]`, or `[1, B, ...]` with `steps=T` (repeated)."""
-        if not fused(current, self.surrogate):
+        backend = fused(current, self.surrogate)
+        if backend is None:
             return super().run(current, steps)
         steps, shape = steps or len(current), current.shape[1:]
         per_element = [p.float().expand(shape).reshape(-1) for p in (self.beta, self.rho)]  # grads sum over batch
-        args = (steps, self.threshold, self.adaptation, self.reset == "zero", self.surrogate)
+        args = (steps, self.threshold, self.adaptation, self.reset == "zero", self.surrogate, backend)
         spikes, membrane = _AdaptiveSequence.apply(current.reshape(len(current), -1), *per_element, *args)
         return spikes.view(steps, *shape), membrane.view(steps, *shape)
 

@@ -4,7 +4,8 @@ cached by torch (~/.cache/torch_extensions); where that is not possible, or with
 the callers run their plain tensor code. SNN_KERNELS=require turns a failed build into an error (CI, where a silent
 fallback would hide broken kernels).
 
-On GPUs the LIF recurrences run as Triton kernels (`snn.triton_kernels`), where Triton imports; SNN_KERNELS=triton
+On GPUs the neurons' recurrences (LIF, ALIF, Synaptic) run as Triton kernels (`snn.triton_kernels`,
+`snn.triton_temporal`), where Triton imports; SNN_KERNELS=triton
 forces them (also on CPU tensors under TRITON_INTERPRET=1, Triton's interpreter: how CI tests them) and stops with
 one line where they cannot run. `backend` decides which code runs the time loops.
 """
@@ -80,17 +81,18 @@ def usable(*tensors: torch.Tensor, dtypes=(torch.float32,)) -> bool:
 
 @functools.cache
 def _import_triton():
-    """(snn.triton_kernels, None), or (None, why it cannot be imported) on machines without (a working) Triton."""
+    """(snn.triton_temporal, None), or (None, why it cannot be imported) on machines without (a working) Triton."""
     try:
-        from snn import triton_kernels
+        from snn import triton_temporal  # which imports snn.triton_kernels
 
-        return triton_kernels, None
+        return triton_temporal, None
     except Exception as error:  # ImportError, or a Triton that fails on import
         return None, f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
 
 
 def triton():
-    """snn.triton_kernels, or None with one warning (the neurons then run their tensor code)."""
+    """snn.triton_temporal (every Triton time loop), or None with one warning (the neurons then run their tensor
+    code)."""
     module, reason = _import_triton()
     if module is None:
         _warn_no_triton(reason)
@@ -118,8 +120,9 @@ def _forced_triton(tensor: torch.Tensor) -> str:
 
 
 def backend(tensor: torch.Tensor) -> str:
-    """Which code runs the neurons' time loops on `tensor`: "cpp" (csrc/lif.cpp, CPU), "triton" (snn.triton_kernels,
-    CUDA) or "torch" (tensor ops per step, anywhere). The one place that decides."""
+    """Which code runs the neurons' time loops on `tensor`: "cpp" (csrc/lif.cpp, alif.cpp, synaptic.cpp: CPU),
+    "triton" (snn.triton_kernels, snn.triton_temporal: CUDA) or "torch" (tensor ops per step, anywhere). The one
+    place that decides, for LIF, ALIF and Synaptic alike."""
     if mode == "triton":
         return _forced_triton(tensor)
     if not enabled:
@@ -129,6 +132,7 @@ def backend(tensor: torch.Tensor) -> str:
     return "cpp" if usable(tensor, dtypes=FLOAT_OR_BF16) else "torch"
 
 
-def lif_kernels(name: str):
-    """The module with `lif_forward` and `lif_backward` for a backend "cpp" or "triton"."""
+def time_loops(name: str):
+    """The module with the fused time loops (`lif_`, `alif_` and `synaptic_forward` / `_backward`, the same
+    signatures in both) for a backend "cpp" or "triton"."""
     return load() if name == "cpp" else triton()

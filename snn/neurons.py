@@ -69,7 +69,7 @@ class _LeakySequence(torch.autograd.Function):
         ctx.backend = kernels.backend(current)
         if ctx.backend != "torch":
             flat = current.reshape(len(current), -1)
-            spikes, membrane = kernels.lif_kernels(ctx.backend).lif_forward(flat, steps, b, threshold, zero_reset)
+            spikes, membrane = kernels.time_loops(ctx.backend).lif_forward(flat, steps, b, threshold, zero_reset)
             spikes, membrane = spikes.view(shape), membrane.view(shape)
         else:
             spikes, membrane = _leaky_loop(current.expand(shape), b, threshold, zero_reset)
@@ -92,7 +92,7 @@ class _LeakySequence(torch.autograd.Function):
             # float32 where the decay's gradient and the sum over time are still to come: bf16 rounds once, at the end
             dtype = torch.float32 if ctx.beta_needs_grad else ctx.dtype
             args = (b, threshold, zero_reset, ctx.surrogate.kernel_id, ctx.surrogate.slope, dtype, sum_in_kernel)
-            grad = kernels.lif_kernels(ctx.backend).lif_backward(*flat, membrane.view(T, -1), *args)
+            grad = kernels.time_loops(ctx.backend).lif_backward(*flat, membrane.view(T, -1), *args)
             grad = grad.view(len(grad), *membrane.shape[1:])
         else:
             if grad_spikes is None:

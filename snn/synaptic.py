@@ -9,8 +9,9 @@ with its own decay alpha feeds the membrane; the reset signal is detached and ap
 
 `zero` is snnTorch's Synaptic(reset_mechanism="zero") step for step; it also drops the step's synaptic current after a
 spike, which NIR's CubaLIF (reset the membrane, keep integrating the current) does not: only `zero_leaky` exports.
-`run` goes through time in C++ on CPU (csrc/synaptic.cpp: forward and backward, storing only the membrane), elsewhere
-(and with SNN_KERNELS=0) it steps `step` with plain autograd.
+`run` goes through time in C++ on CPU (csrc/synaptic.cpp: forward and backward, storing only the membrane), in Triton
+on GPUs (snn/triton_temporal.py, the same loops), elsewhere (and with SNN_KERNELS=0) it steps `step` with plain
+autograd; `kernels.backend` decides.
 """
 
 import torch
@@ -27,13 +28,12 @@ RESET_NOT_LEAKY = (
 )
 
 
-def fused(current: torch.Tensor, surrogate: Surrogate) -> bool:
-    """Whether the C++ time loops run `current` (CPU, float32 or bf16, built, a surrogate they know)."""
-    return (
-        kernels.mode != "triton"
-        and kernels.usable(current, dtypes=kernels.FLOAT_OR_BF16)
-        and (surrogate.kernel_id is not None)
-    )
+def fused(current: torch.Tensor, surrogate: Surrogate) -> str | None:
+    """The backend whose fused time loops run `current`: "cpp" or "triton", as `kernels.backend` decides (it stops
+    with one line where SNN_KERNELS=triton cannot run); None for the tensor path, also for a surrogate the kernels do
+    not know."""
+    backend = kernels.backend(current)
+    return backend if backend != "torch" and surrogate.kernel_id is not None else None
 
 
 class _SynapticSequence(torch.autograd.Function):
@@ -41,8 +41,9 @@ class _SynapticSequence(torch.autograd.Function):
     its gradient summed by the kernel."""
 
     @staticmethod
-    def forward(ctx, current, steps: int, alpha: float, beta: float, threshold: float, reset: int, surrogate):
-        spikes, membrane = kernels.load().synaptic_forward(current, steps, alpha, beta, threshold, reset)
+    def forward(ctx, current, steps: int, alpha: float, beta: float, threshold: float, reset: int, surrogate, backend):
+        ctx.loops = kernels.time_loops(backend)
+        spikes, membrane = ctx.loops.synaptic_forward(current, steps, alpha, beta, threshold, reset)
         ctx.save_for_backward(membrane)
         ctx.set_materialize_grads(False)
         ctx.args = (alpha, beta, threshold, reset, surrogate.kernel_id, surrogate.slope)
@@ -52,10 +53,8 @@ class _SynapticSequence(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_spikes, grad_membrane):
         (membrane,) = ctx.saved_tensors
-        grad = kernels.load().synaptic_backward(
-            grad_spikes, grad_membrane, membrane, *ctx.args, ctx.dtype, ctx.repeated
-        )
-        return grad, None, None, None, None, None, None
+        grad = ctx.loops.synaptic_backward(grad_spikes, grad_membrane, membrane, *ctx.args, ctx.dtype, ctx.repeated)
+        return grad, None, None, None, None, None, None, None
 
 
 class Synaptic(SpikingLayer):
@@ -82,11 +81,12 @@ class Synaptic(SpikingLayer):
 
     def run(self, current: torch.Tensor, steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(spikes, membrane) `[T, B, ...]`; `current` `[T, B, ...]`, or `[1, B, ...]` with `steps=T` (repeated)."""
-        if not fused(current, self.surrogate):
+        backend = fused(current, self.surrogate)
+        if backend is None:
             return super().run(current, steps)
         steps, shape = steps or len(current), current.shape[1:]
         reset = RESETS.index(self.reset)
-        args = (steps, self.alpha, self.beta, self.threshold, reset, self.surrogate)
+        args = (steps, self.alpha, self.beta, self.threshold, reset, self.surrogate, backend)
         spikes, membrane = _SynapticSequence.apply(current.reshape(len(current), -1), *args)
         return spikes.view(steps, *shape), membrane.view(steps, *shape)
 

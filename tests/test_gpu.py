@@ -16,9 +16,11 @@ import pytest
 import torch
 
 from snn import kernels
+from snn.alif import ALIF
 from snn.neurons import LIF, PLIF
 from snn.pooling import MaxPool2d
 from snn.sparse_input import SparseInputLinear
+from snn.synaptic import Synaptic
 from tests.conftest import ROOT, TINY, train_tiny
 from tests.test_evaluate import newest_output_dir
 
@@ -48,28 +50,42 @@ def _assert_same_run(cpu, gpu, loss_rtol, predictions=2):
     assert gpu["test/acc"] > 0.3  # it learned: 10 classes
 
 
-def test_the_neurons_run_in_triton_and_match_the_cpu_kernels():
-    """On CUDA the default is Triton (where it imports); its spikes equal the C++ kernels', bit for bit (PLIF's decay,
-    a sigmoid, may differ in its last bit between devices: a spike or so in 10^3 may flip)."""
+NEURONS = {
+    "lif-zero": lambda: LIF(0.9, 1.0, "zero"),
+    "lif-subtract": lambda: LIF(0.9, 1.0, "subtract"),
+    "plif": lambda: PLIF(0.8, 1.0, "subtract"),
+    "alif-subtract": lambda: ALIF(0.9, 1.0, 1.8, 20.0, reset="subtract", shape=(300,)),
+    "alif-learnable-zero": lambda: ALIF(0.9, 1.0, 1.8, 20.0, learnable=True, reset="zero", shape=(300,)),
+    **{f"synaptic-{r}": lambda r=r: Synaptic(0.8, 0.9, 1.0, r) for r in ("subtract", "zero", "zero_leaky")},
+}
+LEARNED_DECAY = ("plif", "alif-learnable-zero")
+
+
+@pytest.mark.parametrize("name", sorted(NEURONS))
+def test_the_neurons_run_in_triton_and_match_the_cpu_kernels(name):
+    """On CUDA the default is Triton (where it imports); its spikes equal the C++ kernels', bit for bit (PLIF's and
+    learnable ALIF's decays, sigmoids, may differ in their last bit between devices: a spike or so in 10^3 may flip)."""
     if kernels.triton() is not None:
         assert kernels.backend(torch.zeros(1, device="cuda")) == "triton"
     torch.manual_seed(0)
-    current = torch.randn(25, 16, 300) * 0.6 + 0.25
-    for neuron in (LIF(0.9, 1.0, "zero"), LIF(0.9, 1.0, "subtract"), PLIF(0.8, 1.0, "subtract")):
-        outputs = []
-        for device in ("cpu", "cuda"):
-            x = current.to(device).requires_grad_()
-            spikes, membrane = neuron.to(device).run(x)
-            grads = torch.autograd.grad(spikes.sum() + membrane.square().sum(), [x, *neuron.parameters()])
-            outputs.append([t.cpu() for t in (spikes, membrane, *grads)])
-        (s1, m1, *g1), (s2, m2, *g2) = outputs
-        if isinstance(neuron, PLIF):
-            assert (s1 != s2).float().mean() < 1e-3
-        else:
-            assert torch.equal(s1, s2)
-            torch.testing.assert_close(m1, m2)
-        for a, b in zip(g1, g2):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    neuron, current = NEURONS[name](), torch.randn(25, 16, 300) * 0.6 + 0.25
+    if isinstance(neuron, Synaptic):
+        current *= 1 - neuron.alpha  # the synaptic current sums about 1 / (1 - alpha) steps
+    outputs = []
+    for device in ("cpu", "cuda"):
+        x = current.to(device).requires_grad_()
+        spikes, membrane = neuron.to(device).run(x)
+        grads = torch.autograd.grad(spikes.sum() + membrane.square().sum(), [x, *neuron.parameters()])
+        outputs.append([t.cpu() for t in (spikes, membrane, *grads)])
+    (s1, m1, *g1), (s2, m2, *g2) = outputs
+    assert 0.01 < s1.mean() < 0.9
+    if name in LEARNED_DECAY:
+        assert (s1 != s2).float().mean() < 1e-3
+    else:
+        assert torch.equal(s1, s2)
+        torch.testing.assert_close(m1, m2)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_sparse_input_and_pooling_layers_on_cuda_match_the_cpu_kernels():

@@ -37,16 +37,18 @@ NEURONS["plif"] = lambda reset, surrogate: PLIF(0.8, 0.7, reset, surrogate)
 
 
 def _run(neuron, current, steps, monkeypatch, backend):
-    """Spikes, membrane and the gradients of a random mix of both (current's, and PLIF's decay) on one backend."""
+    """Spikes, membrane and the gradients of a random mix of both (current's, and the learned decays') on one backend
+    ("triton": chosen by the real dispatch; "torch" or "cpp": forced)."""
     with monkeypatch.context() as patch:
-        if backend == "torch":
-            patch.setattr(kernels, "backend", lambda tensor: "torch")
-        else:
+        if backend == "triton":
             assert kernels.backend(current) == "triton"  # the real dispatch chose it
+        else:
+            patch.setattr(kernels, "backend", lambda tensor: backend)
         x = current.detach().clone().requires_grad_()
         spikes, membrane = neuron.run(x, steps)
         generator = torch.Generator(device=current.device).manual_seed(1)
-        weights_s, weights_m = (torch.randn(spikes.shape, generator=generator, device=x.device) for _ in "sm")
+        weights = (torch.randn(spikes.shape, generator=generator, device=x.device) for _ in "sm")
+        weights_s, weights_m = (w.bfloat16().float() for w in weights)  # exact in bf16: every run gets the same
         loss = (spikes.float() * weights_s).sum() + (membrane * weights_m).sum()
         return spikes, membrane, torch.autograd.grad(loss, [x, *neuron.parameters()])
 
