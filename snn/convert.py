@@ -1,0 +1,59 @@
+"""Convert a trained ANN into a spiking net: `python -m snn.convert ckpt=outputs/<ann run>/checkpoints/best.ckpt T=32`
+(add -m to sweep: `-m ckpt=... T=4,8,16,32` makes one run folder per T). See conf/convert.yaml, docs/conversion.md."""
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from snn.checkpoints import CheckpointError
+from snn.checks import ConfigError
+from snn.data import DataError
+from snn.failed_start import clean_up, note_new
+from snn.run_folder import TRAIN_LOG, claim
+from snn.run_setup import check_writable, quote_path_overrides
+
+
+class CheckOnStart(Callback):
+    """The values, and that the run (or sweep) folder holds no run and can be written, before Hydra makes it."""
+
+    @staticmethod
+    def _check(config: DictConfig, folder: Path, multirun: bool) -> None:
+        from snn.conversion_run import check_values
+
+        try:
+            check_values(config)  # a sweep's values are checked again in each job
+            claim(folder, config.get("overwrite", False), multirun)
+        except ConfigError as error:
+            sys.exit(f"error: {error}")
+        check_writable(folder if multirun else folder.parent)
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        note_new(Path(config.hydra.run.dir))  # a failed conversion removes only what this run made
+        self._check(config, Path(config.hydra.run.dir), multirun=False)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(config, Path(config.hydra.sweep.dir), multirun=True)
+
+
+@hydra.main(config_path="../conf", config_name="convert", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        from snn.conversion_run import convert  # after Hydra: bad input fails fast
+
+        results = convert(cfg, run_dir)
+    except (CheckpointError, ConfigError, DataError) as error:
+        clean_up(run_dir, f"error: {error}", resumed=False, writes=True)
+        sys.exit(f"error: {error}")
+    line = f"test/acc={results['test/acc']:.4f} test/loss={results['test/loss']:.4f} run={run_dir}"
+    print(line)
+    TRAIN_LOG.info(line)
+
+
+if __name__ == "__main__":
+    sys.argv[1:] = quote_path_overrides(sys.argv[1:], ("ckpt", "data.root", "hydra.run.dir"))
+    main()
