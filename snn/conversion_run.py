@@ -76,7 +76,7 @@ def spiking_run_config(cfg: DictConfig, ann: dict, choices: dict, qcfs: bool) ->
         "levels": ann["model"].get("levels") if qcfs else None,
         "normalisation": "qcfs_clip" if qcfs else cfg.normalisation,
         "percentile": None if qcfs else percentile,
-        "calibration_batches": None if qcfs else cfg.calibration_batches,
+        "calibration_images": None if qcfs else cfg.calibration_batches * cfg.data.batch_size,
         "checkpoint": str(cfg.ckpt),  # a record, not identity (snn.run_identity): each ANN seed converts its own
     }
     return config, {**choices, "model": option, "neuron": "if", "encoder": "direct", "baseline": None}
