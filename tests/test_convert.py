@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -191,7 +192,7 @@ def test_a_T_sweep_makes_run_folders_that_evaluate_and_report_as_spiking_runs(an
                       cwd=tmp_path, data_root=mnist_root)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     runs = sorted(p.parent for p in sweep.rglob("results.json"))
-    assert [p.name for p in runs] == ["T=2", "T=4"]
+    assert [p.name for p in runs] == ["T=2,data.batch_size=16", "T=4,data.batch_size=16"]  # one folder per T
     result = json.loads((runs[1] / "results.json").read_text())
     assert result["T"] == 4 and result["conversion.activation"] == "relu" and "conversion.checkpoint" not in result
     assert result["seed"] == 42 and result["model"] == "snn" and result["neuron.reset"] == "subtract"
@@ -208,14 +209,15 @@ def test_a_T_sweep_makes_run_folders_that_evaluate_and_report_as_spiking_runs(an
     assert metrics["test/acc"] == pytest.approx(result["test/acc"]) and metrics["T"] == 4
     assert metrics["test/synops"] == pytest.approx(result["test/synops"])
 
+    from snn.report import main as report
     from snn.run_groups import group_runs, load_results
 
-    (tmp_path / "all").mkdir()
-    (tmp_path / "all" / "ann").symlink_to(ann_run)
-    (tmp_path / "all" / "sweep").symlink_to(sweep)
+    for name, folder in (("ann", ann_run), ("sweep", sweep)):
+        shutil.copytree(folder, tmp_path / "all" / name, ignore=shutil.ignore_patterns("*.ckpt"))
     configurations = group_runs(load_results(tmp_path / "all")[0])
     assert len(configurations) == 3  # the ANN, and the converted net at T=2 and T=4 (apart from directly trained)
-    assert {c.key.get("conversion.converted_from") for c in configurations} == {None, "ann"}
+    assert [c.key.get("conversion.converted_from") for c in configurations] == [None, "ann", "ann"]
+    assert report([str(tmp_path / "all")]) == 0 and (tmp_path / "all" / "accuracy_vs_T.png").is_file()
 
 
 @pytest.mark.slow
