@@ -7,14 +7,26 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from snn.checkpoints import CheckpointError
 from snn.checks import ConfigError
 from snn.data import DataError
 from snn.failed_start import clean_up, note_new
 from snn.run_folder import TRAIN_LOG, claim
-from snn.run_setup import check_writable, quote_path_overrides
+from snn.run_setup import check_writable, quote_path_overrides, run_name
+
+
+def ann_name(ckpt) -> str:
+    """A sweep job's folder is <sweep>/<this>/<overrides>: the converted checkpoint, named by its sweep and run folders
+    and its name (outputs/multirun/ann/seed=0/checkpoints/best.ckpt: ann_seed=0_best), so that several ANNs in one
+    sweep (ckpt=a,b,c) each get their own folders."""
+    path = Path(str(ckpt))
+    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return run_name("_".join([*run.parts[-2:], path.stem]).lstrip("_"))
+
+
+OmegaConf.register_new_resolver("ann_name", ann_name, replace=True)
 
 
 class CheckOnStart(Callback):
@@ -26,7 +38,9 @@ class CheckOnStart(Callback):
 
         try:
             check_values(config)  # a sweep's values are checked again in each job
-            claim(folder, config.get("overwrite", False), multirun)
+            nested = [p for p in folder.iterdir() if p.is_dir()] if multirun and folder.is_dir() else []
+            for sweep_or_ann in (folder, *nested):  # a sweep's jobs are <sweep>/<ANN>/<T>: look two levels down
+                claim(sweep_or_ann, config.get("overwrite", False), multirun)
         except ConfigError as error:
             sys.exit(f"error: {error}")
         check_writable(folder if multirun else folder.parent)

@@ -16,9 +16,11 @@ from snn.architectures import CNN, MLP, SpikingCNN, SpikingMLP
 from snn.checks import ConfigError
 from snn.conversion import activation_scales, ann_stages, fold_batchnorm, load_converted
 from snn.conversion_run import convert
+from snn.convert import ann_name
 from snn.data import load_mnist
 from snn.evaluation import load_classifier
 from snn.neurons import IF
+from snn.nir_graph import NIRError, check_exportable
 from snn.qcfs import QCFS
 from snn.spike_stats import PJ_PER_AC, PJ_PER_MAC
 from tests.conftest import CONF, ROOT, SIZES, train_tiny
@@ -139,6 +141,11 @@ def test_a_qcfs_net_converts_at_few_steps_with_its_half_threshold_start(qcfs_run
     assert agree >= 0.95 and error < error_no_shift
 
 
+def test_sweep_jobs_are_named_by_the_ann_they_convert():
+    assert ann_name("outputs/multirun/ann/seed=0/checkpoints/best.ckpt") == "ann_seed=0_best"
+    assert ann_name("/abs/outputs/2026-12-01_10-00-00_baseline=cnn/checkpoints/last.ckpt").endswith("cnn_last")
+
+
 def test_layers_conversion_cannot_map_are_refused_in_one_line():
     net = MLP(hidden_sizes=[8], **SIZES)
     net.layers[2] = nn.Tanh()
@@ -192,7 +199,8 @@ def test_a_T_sweep_makes_run_folders_that_evaluate_and_report_as_spiking_runs(an
                       cwd=tmp_path, data_root=mnist_root)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     runs = sorted(p.parent for p in sweep.rglob("results.json"))
-    assert [p.name for p in runs] == ["T=2,data.batch_size=16", "T=4,data.batch_size=16"]  # one folder per T
+    ann = f"{ann_run.parent.name}_{ann_run.name}_best"  # <sweep>/<ANN>/<T>: several ANNs in one sweep keep theirs
+    assert [str(p.relative_to(sweep)) for p in runs] == [f"{ann}/T={t},data.batch_size=16" for t in (2, 4)]
     result = json.loads((runs[1] / "results.json").read_text())
     assert result["T"] == 4 and result["conversion.activation"] == "relu" and "conversion.checkpoint" not in result
     assert result["seed"] == 42 and result["model"] == "snn" and result["neuron.reset"] == "subtract"
@@ -208,6 +216,11 @@ def test_a_T_sweep_makes_run_folders_that_evaluate_and_report_as_spiking_runs(an
     metrics = json.loads(next((runs[1] / "eval").rglob("metrics.json")).read_text())
     assert metrics["test/acc"] == pytest.approx(result["test/acc"]) and metrics["T"] == 4
     assert metrics["test/synops"] == pytest.approx(result["test/synops"])
+    assert (sweep / "hparams").is_dir()  # TensorBoard's HParams columns for the sweep, as train.py's sweeps have
+    again = run_module("-m", f"ckpt={ckpt}", "T=2", f"hydra.sweep.dir={sweep}", cwd=tmp_path, data_root=mnist_root)
+    assert again.returncode != 0 and f"{sweep} already holds a sweep" in again.stderr  # nothing is overwritten
+    with pytest.raises(NIRError, match="train with neuron.reset=zero model.readout=membrane to export"):
+        check_exportable(load_classifier(checkpoint)[0].net)  # snn.export refuses it in one line
 
     from snn.report import main as report
     from snn.run_groups import group_runs, load_results
