@@ -34,9 +34,10 @@ ARCHITECTURE_KEYS = ("hidden_sizes", "channels", "hidden_size", "pool")  # what 
 NORMALISATIONS = ("percentile", "max")
 
 
-def check_values(cfg: DictConfig) -> None:
-    """The convert config's own keys, before anything is read or written; ConfigError (one line) otherwise."""
-    if cfg.get("ckpt") is None:
+def check_values(cfg: DictConfig, sweeping: bool = False) -> None:
+    """The convert config's own keys, before anything is read or written; ConfigError (one line) otherwise.
+    `sweeping`: a sweep's base config, which holds no swept values (a swept ckpt is still null there)."""
+    if cfg.get("ckpt") is None and not sweeping:
         raise ConfigError("ckpt is required: ckpt=outputs/<ann or cnn run>/checkpoints/best.ckpt")
     require(is_count(cfg.T), "T", cfg.T, "an integer >= 1")
     require(cfg.normalisation in NORMALISATIONS, "normalisation", cfg.normalisation, ", ".join(NORMALISATIONS))

@@ -37,7 +37,7 @@ class CheckOnStart(Callback):
         from snn.conversion_run import check_values
 
         try:
-            check_values(config)  # a sweep's values are checked again in each job
+            check_values(config, sweeping=multirun)  # here without swept values (ckpt=a,b): each job checks its own
             nested = [p for p in folder.iterdir() if p.is_dir()] if multirun and folder.is_dir() else []
             for sweep_or_ann in (folder, *nested):  # a sweep's jobs are <sweep>/<ANN>/<T>: look two levels down
                 claim(sweep_or_ann, config.get("overwrite", False), multirun)
