@@ -241,3 +241,12 @@ def test_bad_input_ends_with_one_line_and_leaves_no_run_folder(ann_run, mnist_ro
     done = run_module(f"ckpt={ann_run / 'checkpoints' / 'best.ckpt'}", "T=0", cwd=tmp_path, data_root=mnist_root)
     assert done.stderr.strip().splitlines() == ["error: T=0 is not allowed: an integer >= 1"]
     assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").iterdir())
+
+
+def test_the_accuracy_plot_names_converted_lines_by_what_they_converted():
+    from snn.report_plots import line_name
+
+    converted = {"baseline": None, "model": "snn", "conversion.converted_from": "cnn", "conversion.activation": "qcfs"}
+    assert line_name(converted, ["baseline"]) == "converted cnn (qcfs)"
+    assert line_name({**converted, "neuron.initial": 0.0}, ["baseline", "neuron.initial"]).endswith("neuron.initial=0.0")
+    assert line_name({"baseline": "csnn"}, ["baseline"]) == "baseline=csnn"  # directly trained: as before
