@@ -19,8 +19,8 @@ from snn.checkpoint_io import AtomicCheckpointIO
 from snn.checkpoints import CONF
 from snn.checks import ConfigError, is_count, is_number, require
 from snn.conversion import activation_scales, ann_stages, load_converted
-from snn.events_logger import EventsLogger
 from snn.evaluation import load_classifier
+from snn.events_logger import EventsLogger
 from snn.hparams_view import log_session
 from snn.memory import check_evaluation
 from snn.qcfs import QCFS
