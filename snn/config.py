@@ -35,10 +35,10 @@ def validate(cfg: DictConfig) -> None:
     require(ok, "seed", seed, f"an integer in [{min_seed_value}, {max_seed_value}] (Lightning's seed range)")
     _built(cfg, "encoder", lambda: instantiate(cfg.encoder))
     _built(cfg, "neuron", lambda: instantiate(cfg.neuron)(shape=(1,)))  # a partial: each layer builds its own
-    from snn.build import build_model, data_class  # sized by the data module's class
+    from snn.build import build_model, model_input_shape  # sized by the data module's class, as the encoder shows it
 
     net = _built(cfg, "model", lambda: build_model(cfg))
     _built(cfg, "data", lambda: instantiate(cfg.data))
     _built(cfg, "optimizer", lambda: check_optimizer(OmegaConf.to_container(cfg.optimizer, resolve=True)))
     _built(cfg, "loss", lambda: check_loss(OmegaConf.to_container(cfg.loss, resolve=True)))
-    check_training(cfg, net, data_class(cfg).input_shape)  # before the run folder is made: T=100000 would not fit
+    check_training(cfg, net, model_input_shape(cfg))  # before the run folder is made: T=100000 would not fit

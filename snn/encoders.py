@@ -1,9 +1,14 @@
-"""Input encoders: a `[B, C, H, W]` batch of intensities in [0, 1] becomes a `[T, B, C, H, W]` sequence."""
+"""Input encoders: a `[B, C, H, W]` batch of intensities in [0, 1] becomes a `[T, B, *step shape]` sequence: the
+image itself at every step (`[T, B, C, H, W]`), or its pixels one by one, rows one by one (sequential), or events
+(snn/delta.py). `output_shape` says the step shape, and the spiking network is sized by it (snn/build.py)."""
+
+import functools
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from snn.checks import is_count, is_number, require
+from snn.checks import ConfigError, is_count, is_number, require
 
 
 class Encoder(nn.Module):
@@ -16,6 +21,10 @@ class Encoder(nn.Module):
 
     def extra_repr(self) -> str:
         return f"T={self.T}"
+
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
+        """The shape of one sample at one step, for an image of `input_shape` ([C, H, W]): the image's own here."""
+        return tuple(input_shape)
 
 
 class RateEncoder(Encoder):
@@ -54,3 +63,54 @@ class DirectEncoder(Encoder):
 
     def forward(self, images):
         return images.expand(self.T, *images.shape)
+
+
+ORDERS = ("pixels", "rows")
+
+
+@functools.cache
+def permutation(n: int, seed: int) -> torch.Tensor:
+    """A fixed permutation of n pixel positions: from its own seeded generator (never the global one), so every run,
+    process and machine with this torch draws the same; tests/test_sequence_encoders.py pins its first values."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed), device="cpu")
+
+
+class SequentialEncoder(Encoder):
+    """The image as a sequence of its analog values (sequential MNIST): `order=pixels` one pixel per step (T = H*W,
+    C values per step), `order=rows` one row per step (T = H, C*W values). `permute`: the pixel positions in a fixed
+    order drawn from `permutation_seed` first (PS-MNIST; with rows, each step holds the next W permuted pixels)."""
+
+    def __init__(self, T: int, order: str = "pixels", permute: bool = False, permutation_seed: int = 0):
+        super().__init__(T)
+        require(order in ORDERS, "order", order, " | ".join(ORDERS))
+        require(isinstance(permute, bool), "permute", permute, "true or false")
+        require(is_count(permutation_seed, 0), "permutation_seed", permutation_seed, "an integer >= 0")
+        self.order, self.permute, self.permutation_seed = order, permute, int(permutation_seed)
+
+    def extra_repr(self) -> str:
+        return f"T={self.T}, order={self.order}, permute={self.permute}, permutation_seed={self.permutation_seed}"
+
+    def _steps(self, input_shape: Sequence[int]) -> int:
+        """The one T this order allows for images of `input_shape`; a ConfigError (one line) for any other."""
+        _, height, width = input_shape
+        steps, what = (height * width, "pixel") if self.order == "pixels" else (height, "row")
+        if self.T != steps:
+            raise ConfigError(
+                f"T={self.T} is not allowed with encoder=sequential order={self.order}: T must be {steps} (one step "
+                f"per {what} of a {height}x{width} image); set T={steps}"
+            )
+        return steps
+
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
+        channels, _, width = input_shape
+        self._steps(input_shape)
+        return (channels,) if self.order == "pixels" else (channels * width,)
+
+    def forward(self, images):
+        B, C, H, W = images.shape
+        steps = self._steps((C, H, W))
+        x = images.flatten(2)  # [B, C, H*W]: pixel positions in reading order
+        if self.permute:
+            x = x[:, :, permutation(H * W, self.permutation_seed).to(images.device)]
+        # [B, C, T, pixels per step] -> [T, B, C * pixels per step]: a row's values follow each other per channel
+        return x.view(B, C, steps, -1).permute(2, 0, 1, 3).reshape(steps, B, -1)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from snn.build import build_classifier
+from snn.build import build_classifier, step_shape
 from snn.checkpoints import CheckpointError, read_checkpoint
 from snn.checks import ConfigError
 from snn.classifier import Classifier
@@ -95,7 +95,8 @@ def load_model(
             "precision": str(run.get("trainer.precision", "32-true")),
         }
     if module.spiking:
-        check_evaluation(path, int(described["T"]), batch, module.dataset.input_shape, module.net)
+        shape = step_shape(module.encoder, module.dataset.input_shape)  # a T that does not fit it: refused here
+        check_evaluation(path, int(described["T"]), batch, shape, module.net)
     return module, {
         "checkpoint": str(path),
         **{key: described[key] for key in ("data", "model", "neuron", "encoder", "T", "precision")},

@@ -49,7 +49,7 @@ def run_metadata(cfg, choices: dict, ckpt: Path) -> dict:
 
     encoder = {k: v for k, v in cfg.encoder.items() if k not in ("_target_", "T") and v is not None}
     data = choices.get("data") or "mnist"  # runs from before the data group trained on MNIST
-    shape = list(data_class(cfg).input_shape)
+    shape = list(data_class(cfg).input_shape)  # the image; the graph's input is one step of the encoder's output
     return {
         "T": int(cfg.T),
         "encoder": {"name": choices.get("encoder") or cfg.encoder._target_.rsplit(".", 1)[-1], **encoder},
@@ -62,7 +62,7 @@ def run_metadata(cfg, choices: dict, ckpt: Path) -> dict:
 
 
 def export(ckpt: Path, out: Path, overwrite: bool = False, config_folders=()) -> Path:
-    from snn.build import data_class
+    from snn.build import model_input_shape
     from snn.evaluation import load_classifier  # the project's checkpoint reader (heavy imports: only here)
 
     if out.exists() and not overwrite:
@@ -70,7 +70,7 @@ def export(ckpt: Path, out: Path, overwrite: bool = False, config_folders=()) ->
     module, cfg = load_classifier(ckpt, config_folders=config_folders)
     try:
         metadata = run_metadata(cfg, (module.run_config or {}).get("choices", {}), ckpt)
-        graph = to_nir(module.net, data_class(cfg).input_shape, metadata)
+        graph = to_nir(module.net, model_input_shape(cfg), metadata)  # one step of the encoder's output
     except NIRError as error:
         raise NIRError(f"{ckpt}: {error}") from None
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,8 @@ from snn.checks import ConfigError
 from snn.nir_graph import NIRError
 
 MAX_BYTES = 2**30  # of declared arrays in one graph: ~40x the largest model here (csnn_wide), far above MNIST nets
-PARAMETERS = ("weight", "bias", "tau", "r", "v_leak", "v_threshold", "v_reset")
+# the last three: CubaLIF
+PARAMETERS = ("weight", "bias", "tau", "r", "v_leak", "v_threshold", "v_reset", "tau_syn", "tau_mem", "w_in")
 
 
 def check_declared_sizes(path: Path) -> None:

@@ -1,12 +1,14 @@
 """NIR import: `from_nir(graph)` builds a SpikingNet from a NIR graph made here or elsewhere, `load_nir(path)` reads
 a .nir file (HDF5, data only) and builds it.
 
-Linear chains Input -> ... -> Output of Affine, Linear, Conv2d, AvgPool2d, SumPool2d, Flatten, LIF, IF and LI
-nodes. Each neuron closes a stage of the stateless layers before it. The mapping is snnTorch's importer's, with dt
+Linear chains Input -> ... -> Output of Affine, Linear, Conv2d, AvgPool2d, SumPool2d, Flatten, LIF, IF, LI and
+CubaLIF nodes. Each neuron closes a stage of the stateless layers before it. The mapping is snnTorch's importer's, with dt
 from the graph's metadata (else 1e-4 s):
 
     LIF:  beta = 1 - dt / tau, input gain r * dt / tau       IF: beta = 1, input gain r (per step)
     LI:   as LIF without spikes (threshold +inf); as the last node it makes the readout the membrane
+    CubaLIF: Synaptic(reset=zero_leaky), alpha = 1 - dt / tau_syn, beta = 1 - dt / tau_mem,
+          input gain w_in * dt / tau_syn * r * dt / tau_mem
 
 An input gain other than 1 is folded into the weights and bias of the layer before the neuron (exact up to float
 rounding; snnTorch divides the threshold by it instead, which gives the same spikes but a scaled membrane).
@@ -27,9 +29,10 @@ from snn.neurons import IF, LIF
 from snn.nir_checks import check_declared_sizes, check_finite, stored_data, stored_encoder, stored_T
 from snn.nir_graph import DT, NIRError, leaky_node
 from snn.spiking_layer import SpikingLayer
+from snn.synaptic import Synaptic
 
 LAYERS = (nir.Affine, nir.Linear, nir.Conv2d, nir.AvgPool2d, nir.SumPool2d, nir.Flatten)
-NEURONS = (nir.LIF, nir.IF, nir.LI)
+NEURONS = (nir.LIF, nir.IF, nir.LI, nir.CubaLIF)
 SUPPORTED = ", ".join(t.__name__ for t in (nir.Input, nir.Output, *LAYERS, *NEURONS))
 
 
@@ -98,7 +101,7 @@ def _uniform(name: str, node: nir.NIRNode, field: str) -> float:
 
 
 def neuron(name: str, node: nir.NIRNode, dt: float) -> tuple[nn.Module, float]:
-    """(this project's neuron, input gain) for a NIR LIF / IF / LI node."""
+    """(this project's neuron, input gain) for a NIR LIF / IF / LI / CubaLIF node."""
     for field in ("v_leak", "v_reset"):
         if hasattr(node, field) and _uniform(name, node, field) != 0:
             raise NIRError(
@@ -106,6 +109,8 @@ def neuron(name: str, node: nir.NIRNode, dt: float) -> tuple[nn.Module, float]:
                 "leak towards 0 and reset to 0)"
             )
     r = _uniform(name, node, "r")
+    if isinstance(node, nir.CubaLIF):
+        return cuba_neuron(name, node, dt, r)
     if isinstance(node, nir.IF):
         threshold, beta, gain = _uniform(name, node, "v_threshold"), 1.0, r
     else:
@@ -120,6 +125,21 @@ def neuron(name: str, node: nir.NIRNode, dt: float) -> tuple[nn.Module, float]:
     if isinstance(node, nir.LI):
         return LeakyIntegrator(beta), gain
     return (IF(threshold, reset="zero") if beta == 1 else LIF(beta, threshold, reset="zero")), gain
+
+
+def cuba_neuron(name: str, node: nir.CubaLIF, dt: float, r: float) -> tuple[Synaptic, float]:
+    """(Synaptic(reset=zero_leaky), input gain) for a CubaLIF node (v_leak and v_reset already checked to be 0)."""
+    tau_syn, tau_mem = _uniform(name, node, "tau_syn"), _uniform(name, node, "tau_mem")
+    alpha, beta = 1 - dt / tau_syn, 1 - dt / tau_mem
+    for key, tau, decay in (("tau_syn", tau_syn, alpha), ("tau_mem", tau_mem, beta)):
+        if not 0 <= decay < 1:
+            raise NIRError(f"node {name!r}: {key}={tau:g} s at dt={dt:g} s gives a decay of {decay:g}, outside [0, 1)")
+    threshold = _uniform(name, node, "v_threshold")
+    if not threshold > 0:
+        raise NIRError(f"node {name!r}: v_threshold={threshold:g} is not allowed: this project needs a threshold > 0")
+    gain = _uniform(name, node, "w_in") * dt / tau_syn * r * dt / tau_mem
+    gain = 1.0 if np.isclose(gain, 1.0, rtol=1e-9, atol=0) else gain  # tau / dt * dt / tau: 1 up to rounding
+    return Synaptic(alpha, beta, threshold, reset="zero_leaky"), gain
 
 
 def _ints(value, name: str, what: str) -> tuple[int, ...]:
@@ -216,7 +236,9 @@ def from_nir(graph: nir.NIRGraph, dt: float | None = None, readout: str | None =
         neurons.append(module)
         layers = []
     if layers or not stages:
-        raise NIRError("the last node before Output must be a neuron (LIF, IF or LI): the logits are read off it")
+        raise NIRError(
+            "the last node before Output must be a neuron (LIF, IF, LI or CubaLIF): the logits are read off it"
+        )
     if isinstance(neurons[-1], LeakyIntegrator):
         readout = "membrane"
     readout = readout or str(metadata.get("readout", "spike_count"))

@@ -49,6 +49,36 @@ def _membranes(ax, membrane: torch.Tensor, threshold: float | None, highlight: i
     ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5), handlelength=1, title="class", title_fontsize=6)
 
 
+def _events_image(ax, events: torch.Tensor, title: str) -> None:
+    """events: [steps, 2, H, W] of one sample, drawn on white: a pixel with ON events red, with OFF events blue
+    (purple: both), deeper the more steps had one."""
+    on, off = (events[:, p].float().mean(0) for p in (0, 1))
+    scale = max(float(on.max()), float(off.max()), 1e-9)
+    on, off = on / scale, off / scale
+    ax.imshow(torch.stack((1 - off, 1 - torch.maximum(on, off), 1 - on), -1).numpy(), interpolation="nearest")
+    ax.set_title(f"{title} ({int(events.sum())} events)", fontsize=8)
+    ax.axis("off")
+
+
+def is_events(inputs: torch.Tensor) -> bool:
+    """An encoder's output of polarity events, [T, B, 2, H, W] (encoder=delta)."""
+    return inputs.dim() == 5 and inputs.shape[2] == 2 and is_spikes(inputs)
+
+
+def events_figure(image: torch.Tensor, events: torch.Tensor, title: str = "", slices: int = 6):
+    """An image ([C, H, W]) and its events ([T, 2, H', W'], snn/delta.py) in `slices` successive time slices."""
+    bounds = torch.linspace(0, events.shape[0], slices + 1).round().long().tolist()
+    fig, axes = plt.subplots(1, slices + 1, figsize=(1.9 * (slices + 1), 2.3))
+    axes[0].imshow(image.mean(0).numpy(), cmap="gray", vmin=0, vmax=1)
+    axes[0].set_title("image", fontsize=8)
+    axes[0].axis("off")
+    for ax, start, stop in zip(axes[1:], bounds[:-1], bounds[1:]):
+        _events_image(ax, events[start:stop], f"steps {start}-{stop - 1}")
+    fig.suptitle(f"{title}: ON events red, OFF blue" if title else "ON events red, OFF blue", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def activity_figure(hidden: torch.Tensor, membrane: torch.Tensor, threshold: float | None, label: int, classes):
     """Hidden-layer raster and output membrane traces of one sample (logged to TensorBoard each epoch)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
@@ -79,9 +109,11 @@ def inference_figure(
     axes[0].axis("off")
     if trace is not None:
         inputs = trace.inputs[:, 0].reshape(trace.inputs.shape[0], -1)
-        if not is_spikes(inputs):
+        if is_events(trace.inputs):
+            _events_image(axes[1], trace.inputs[:, 0], "input events, all steps\n(ON red, OFF blue)")
+        elif not is_spikes(inputs):  # analog: the image at every step (direct), or one pixel or row a step
             axes[1].imshow(inputs.T.numpy(), aspect="auto", cmap="gray_r", interpolation="nearest")
-            axes[1].set_title("input current (direct)")
+            axes[1].set_title("input current (analog)")
             axes[1].set_xlabel("time step")
             axes[1].set_ylabel("pixel")
         else:

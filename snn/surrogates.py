@@ -13,7 +13,7 @@ from snn.checks import is_number, require
 
 class Surrogate:
     default_slope = 1.0
-    kernel_id = None  # the same formula's number in csrc/lif.cpp's `Surrogate` enum, if it has one
+    kernel_id = None  # the same formula's number in csrc/time_loop.h's `Surrogate` enum, if it has one
 
     def __init__(self, slope: float | None = None):
         self.slope = float(self.default_slope if slope is None else slope)

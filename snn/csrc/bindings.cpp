@@ -17,6 +17,22 @@ torch::Tensor lif_backward(const c10::optional<torch::Tensor>& grad_spikes,
 std::vector<torch::Tensor> max_pool2x2_forward(const torch::Tensor& x);
 torch::Tensor max_pool2x2_backward(const torch::Tensor& grad, const torch::Tensor& index, int64_t H, int64_t W);
 
+std::vector<torch::Tensor> alif_forward(const torch::Tensor& current, int64_t T, const torch::Tensor& beta,
+                                        const torch::Tensor& rho, double threshold, double adaptation,
+                                        bool zero_reset);
+std::vector<torch::Tensor> alif_backward(const c10::optional<torch::Tensor>& grad_spikes,
+                                         const c10::optional<torch::Tensor>& grad_membrane,
+                                         const torch::Tensor& membrane, const torch::Tensor& adapt,
+                                         const torch::Tensor& beta, const torch::Tensor& rho,
+                                         double threshold, double adaptation, bool zero_reset, int64_t surrogate,
+                                         double slope, c10::ScalarType dtype, bool sum_over_time, bool param_grads);
+std::vector<torch::Tensor> synaptic_forward(const torch::Tensor& current, int64_t T, double alpha, double beta,
+                                            double threshold, int64_t reset);
+torch::Tensor synaptic_backward(const c10::optional<torch::Tensor>& grad_spikes,
+                                const c10::optional<torch::Tensor>& grad_membrane, const torch::Tensor& membrane,
+                                double alpha, double beta, double threshold, int64_t reset, int64_t surrogate,
+                                double slope, c10::ScalarType dtype, bool sum_over_time);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("to_csr", &to_csr, "the non-zeros of a 2-D float tensor, row by row");
   m.def("transpose_csr", &transpose_csr, "the CSR of the transposed matrix");
@@ -25,4 +41,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lif_backward", &lif_backward, "the LIF gradient with respect to its input current, through time (or summed over it)");
   m.def("max_pool2x2_forward", &max_pool2x2_forward, "2x2 max-pooling of [N, H, W, C], with a one-byte index");
   m.def("max_pool2x2_backward", &max_pool2x2_backward, "its input gradient");
+  m.def("alif_forward", &alif_forward, "adaptive LIF spikes, membrane and adaptation over all time steps");
+  m.def("alif_backward", &alif_backward, "the adaptive LIF gradients through time (input, per-element beta and rho)");
+  m.def("synaptic_forward", &synaptic_forward, "Synaptic (current-based LIF) spikes and membrane over all time steps");
+  m.def("synaptic_backward", &synaptic_backward, "the Synaptic gradient with respect to its input current");
 }
