@@ -5,7 +5,6 @@ TensorBoard events with HParams, results.json with the run's identity."""
 
 import copy
 import json
-import logging
 import time
 from pathlib import Path
 
@@ -28,7 +27,6 @@ from snn.run_identity import hparams, identity
 from snn.run_setup import user_config_folders
 from snn.training import finite
 
-log = logging.getLogger(__name__)
 TWINS = {"snn.architectures.MLP": "snn", "snn.architectures.CNN": "csnn"}  # ANN class -> its spiking model option
 ARCHITECTURE_KEYS = ("hidden_sizes", "channels", "hidden_size", "pool")  # what the spiking twin takes over
 NORMALISATIONS = ("percentile", "max")
