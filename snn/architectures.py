@@ -8,6 +8,7 @@ input and the number of classes by the data module (snn/data.py) it is trained o
 """
 
 import functools
+import itertools
 import math
 from collections.abc import Callable, Sequence
 
@@ -16,11 +17,14 @@ from torch import nn
 
 from snn.checks import is_count, require
 from snn.pooling import MaxPool2d
+from snn.qcfs import QCFS
 from snn.sparse_input import SparseInputLinear
 from snn.spike_stats import Trace
 from snn.spiking_layer import SpikingLayer
 
-READOUTS = ("spike_count", "membrane")
+READOUTS = ("spike_count", "membrane")  # read off the output layer's spiking neurons (both exported to NIR)
+INTEGRATOR = "integrator"  # the output layer has no neuron: logits = its input current summed over T, divided by T
+ACTIVATIONS = ("relu", "qcfs")  # the ANN baselines' hidden activation; qcfs: snn.qcfs, for conversion to IF neurons
 POOLS = {"max": MaxPool2d, "avg": nn.AvgPool2d}  # avg: exportable to NIR, which has no max-pooling
 
 
@@ -54,9 +58,11 @@ class SpikingNet(nn.Module):
         input_shape: Sequence[int],
     ):
         super().__init__()
-        require(readout in READOUTS, "readout", readout, ", ".join(READOUTS))
+        require(readout in (*READOUTS, INTEGRATOR), "readout", readout, ", ".join((*READOUTS, INTEGRATOR)))
         self.stages = nn.ModuleList(stages)
-        self.neurons = nn.ModuleList(neuron(shape=shape) for shape in stage_shapes(stages, input_shape))
+        shapes = stage_shapes(stages, input_shape)
+        spiking_stages = shapes[:-1] if readout == INTEGRATOR else shapes  # an integrator: no neuron at the output
+        self.neurons = nn.ModuleList(neuron(shape=shape) for shape in spiking_stages)
         for layer in self.neurons:
             ok = isinstance(layer, SpikingLayer)
             require(ok, "neuron", type(layer).__name__, "a SpikingLayer (the contract: snn/spiking_layer.py)")
@@ -66,17 +72,28 @@ class SpikingNet(nn.Module):
         """Logits `[B, classes]`; with `trace=True`, `(logits, Trace)` for spike statistics and plots."""
         T, B = x.shape[:2]
         record, h = Trace(inputs=x), x
-        for stage, neuron in zip(self.stages, self.neurons):
+        for stage, neuron in itertools.zip_longest(self.stages, self.neurons):
             if h.stride(0) == 0:  # the same input at every step (direct encoding): run the stage once, not T times
                 current = stage(h[0]).unsqueeze(0)
             else:
                 current = stage(h.flatten(0, 1))
                 current = current.view(T, B, *current.shape[1:])
+            if neuron is None:  # readout=integrator: the output layer only integrates its current, never fires
+                membrane = current.float().expand(T, *current.shape[1:]).cumsum(0)  # float32 as the neurons keep it
+                break
             h, membrane = neuron.run(current, steps=T)
             record.spikes.append(h)
         record.membrane = membrane
-        logits = h.sum(0) if self.readout == "spike_count" else membrane.mean(0)
+        if self.readout == INTEGRATOR:
+            logits = membrane[-1] / T
+        else:
+            logits = h.sum(0) if self.readout == "spike_count" else membrane.mean(0)
         return (logits, record) if trace else logits
+
+    @property
+    def output_threshold(self) -> float | None:
+        """The output neurons' threshold, for figures; None for an integrator, which has none."""
+        return None if self.readout == INTEGRATOR else self.neurons[-1].threshold
 
 
 class SpikingMLP(SpikingNet):
@@ -148,17 +165,34 @@ class SpikingCNN(SpikingNet):
         self.to(memory_format=torch.channels_last)
 
 
+def _activation(activation: str, levels: int) -> Callable[[], nn.Module]:
+    """A maker of the hidden activation: ReLU, or QCFS with `levels` steps (only qcfs reads it)."""
+    require(activation in ACTIVATIONS, "activation", activation, ", ".join(ACTIVATIONS))
+    require(is_count(levels), "levels", levels, "an integer >= 1 (QCFS's quantisation steps L)")
+    return nn.ReLU if activation == "relu" else functools.partial(QCFS, levels)
+
+
 class MLP(nn.Module):
-    """The ANN baseline: the MLP shape with ReLU."""
+    """The ANN baseline: the MLP shape with ReLU (or `activation=qcfs`: QCFS, which converts to IF neurons at few
+    time steps, snn/conversion.py)."""
 
     spiking = False
 
-    def __init__(self, hidden_sizes: Sequence[int] = (1000,), *, input_shape: Sequence[int], num_classes: int):
+    def __init__(
+        self,
+        hidden_sizes: Sequence[int] = (1000,),
+        activation: str = "relu",
+        levels: int = 8,
+        *,
+        input_shape: Sequence[int],
+        num_classes: int,
+    ):
         super().__init__()
         sizes = [math.prod(input_shape), *_check_sizes(hidden_sizes, "hidden_sizes", "[1000] or [500,500]")]
+        act = _activation(activation, levels)
         layers = [nn.Flatten()]
         for a, b in zip(sizes[:-1], sizes[1:]):
-            layers += [nn.Linear(a, b), nn.ReLU()]
+            layers += [nn.Linear(a, b), act()]
         layers.append(nn.Linear(sizes[-1], num_classes))
         self.layers = nn.Sequential(*layers)
 
@@ -175,11 +209,14 @@ class CNN(MLP):
         channels: Sequence[int] = (32, 64),
         hidden_size: int = 128,
         pool: str = "max",
+        activation: str = "relu",
+        levels: int = 8,
         *,
         input_shape: Sequence[int],
         num_classes: int,
     ):
         nn.Module.__init__(self)
+        act = _activation(activation, levels)
         stages = _conv_stages(channels, hidden_size, input_shape, num_classes, pool=pool)
-        layers = [m for stage in stages[:-1] for m in (*stage, nn.ReLU())] + list(stages[-1])
+        layers = [m for stage in stages[:-1] for m in (*stage, act())] + list(stages[-1])
         self.layers = nn.Sequential(*layers)

@@ -146,7 +146,7 @@ class Classifier(pl.LightningModule):
 
         for i, rates in enumerate(self.spike_stats.per_neuron_rates(), start=1):
             writer.add_histogram(f"val/neuron_firing_rate/layer{i}", rates, self.current_epoch)
-        figure = activity_figure(*self.example[:2], self.net.neurons[-1].threshold, self.example[2], self.classes)
+        figure = activity_figure(*self.example[:2], self.net.output_threshold, self.example[2], self.classes)
         writer.add_figure("val/activity", figure, self.current_epoch)
 
     def configure_optimizers(self):

@@ -172,7 +172,7 @@ def classify(module: Classifier, image: torch.Tensor, out_png: Path, label: int 
     counts = module.spiking and module.net.readout == "spike_count"
     probabilities = F.softmax(logits[0], dim=0)
     scores, name = (logits[0], "output spike counts") if counts else (probabilities, "softmax probability")
-    threshold = module.net.neurons[-1].threshold if module.spiking else None  # SpikingLayer's declared attribute
+    threshold = module.net.output_threshold if module.spiking else None  # SpikingLayer's declared attribute
     trace = trace if module.spiking else None
     figure = inference_figure(image, scores, prediction, name, trace, threshold, label, title, classes=module.classes)
     save(figure, out_png)

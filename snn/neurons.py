@@ -121,6 +121,7 @@ class LIF(SpikingLayer):
         reset: str = "subtract",
         surrogate: str = "atan",
         slope: float | None = None,
+        initial: float = 0.0,
         *,
         shape: tuple[int, ...] | None = None,
     ):
@@ -128,7 +129,9 @@ class LIF(SpikingLayer):
         require(is_number(beta) and 0 < beta <= 1, "beta", beta, "a number in (0, 1]")
         require(is_number(threshold) and threshold > 0, "threshold", threshold, "a number > 0")
         require(reset in RESETS, "reset", reset, ", ".join(RESETS))
+        require(is_number(initial) and 0 <= initial < 1, "initial", initial, "a number in [0, 1) (x threshold)")
         self.threshold, self.reset = float(threshold), reset
+        self.initial = float(initial)  # U[-1] = initial x threshold: 0.5 for a converted QCFS net (snn/conversion.py)
         self.surrogate = surrogate_by_name(surrogate, slope)
         self._beta = float(beta)
 
@@ -140,16 +143,20 @@ class LIF(SpikingLayer):
         """Returns (spikes, membrane), both `[T, B, ...]` and laid out in memory as `current` is (channels-last
         stays channels-last: the neuron is elementwise, so it runs on the storage order and copies nothing).
         `current`: `[T, B, ...]`, or `[1, B, ...]` with `steps=T` for the same current at every step."""
-        order = _storage_order(current)
-        args = (steps or len(current), self.beta, self.threshold, self.reset == "zero", self.surrogate)
-        spikes, membrane = _LeakySequence.apply(current.permute(order), *args)
+        order, steps = _storage_order(current), steps or len(current)
+        args = (steps, self.beta, self.threshold, self.reset == "zero", self.surrogate)
+        current = current.permute(order)
+        if self.initial:  # U[0] = beta * U[-1] + I[0]: the starting membrane enters as a first-step current
+            current = current.expand(steps, *current.shape[1:])
+            current = torch.cat([current[:1] + self.beta * self.initial * self.threshold, current[1:]])
+        spikes, membrane = _LeakySequence.apply(current, *args)
         back = sorted(range(len(order)), key=order.__getitem__)
         return spikes.permute(back), membrane.permute(back)
 
     def step(self, current_t: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """snnTorch Leaky's step: the state is the membrane, the reset signal S[t-1] = (U[t-1] > threshold) detached."""
-        if state is None:  # U[-1] = 0, S[-1] = 0
-            membrane = current_t
+        if state is None:  # U[-1] = initial x threshold (0 by default), S[-1] = 0
+            membrane = current_t + self.beta * self.initial * self.threshold if self.initial else current_t
         else:
             reset = (state > self.threshold).to(state.dtype)
             if self.reset == "zero":
@@ -164,11 +171,15 @@ class LIF(SpikingLayer):
 
         if self.reset != "zero":
             raise must_retrain(RESET_SUBTRACT)
+        if self.initial:
+            from snn.nir_graph import NIRError
+
+            raise NIRError(f"{type(self).__name__}'s membrane starts at {self.initial} x threshold; NIR's at rest")
         return leaky_node(float(torch.as_tensor(self.beta).detach()), self.threshold, self.shape, dt)
 
     def extra_repr(self) -> str:
-        beta = float(self.beta)
-        return f"beta={beta:.4g}, threshold={self.threshold}, reset={self.reset}, surrogate={self.surrogate}"
+        beta, initial = float(self.beta), f", initial={self.initial}" if self.initial else ""
+        return f"beta={beta:.4g}, threshold={self.threshold}, reset={self.reset}, surrogate={self.surrogate}{initial}"
 
 
 class IF(LIF):
@@ -180,10 +191,11 @@ class IF(LIF):
         reset: str = "subtract",
         surrogate: str = "atan",
         slope: float | None = None,
+        initial: float = 0.0,
         *,
         shape: tuple[int, ...] | None = None,
     ):
-        super().__init__(1.0, threshold, reset, surrogate, slope, shape=shape)
+        super().__init__(1.0, threshold, reset, surrogate, slope, initial, shape=shape)
 
 
 class PLIF(LIF):

@@ -39,6 +39,7 @@ RESET_SUBTRACT = (
     "it was trained with neuron.reset=subtract and NIR neurons reset to zero (v_reset)",
     "neuron.reset=zero",
 )
+INTEGRATOR = ("its output layer is a non-spiking integrator (model.readout=integrator)", "model.readout=membrane")
 MAX_POOLING = ("it max-pools (model.pool=max) and NIR has no max-pooling node", "model.pool=avg")
 
 
@@ -61,6 +62,8 @@ def check_exportable(net: nn.Module, dt: float = DT) -> None:
             problems += [problem for problem in error.retrain if problem not in problems]
     if any(isinstance(module, nn.MaxPool2d) for module in net.modules()):
         problems.append(MAX_POOLING)
+    if net.readout not in LOGITS:  # readout=integrator (a converted net): its output layer has no neuron to export
+        problems.append(INTEGRATOR)
     if problems:
         raise must_retrain(*problems)
 

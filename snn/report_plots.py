@@ -43,6 +43,16 @@ def spiking(configuration: Configuration) -> bool:
     return configuration.key.get("encoder") not in (None, "none")
 
 
+def line_name(key: dict, names: list[str]) -> str:
+    """A converted net's line says so (snn.convert): `converted ann (relu)`, then any other keys that tell it apart."""
+    if key.get("conversion.converted_from") is None:
+        return label(key, names)
+    what = ("conversion.converted_from", "conversion.activation", "baseline")  # said here, or None for every one
+    other = [k for k in names if k not in what]
+    name = f"converted {key['conversion.converted_from']} ({key.get('conversion.activation')})"
+    return f"{name}, {label(key, other)}" if other else name
+
+
 def _runs_count(configurations: list[Configuration]) -> str:
     counts = sorted({c.test_acc.n for c in configurations})
     return f"n={counts[0]}" if len(counts) == 1 else f"n={counts[0]}–{counts[-1]}"
@@ -59,7 +69,7 @@ def accuracy_vs_T_figure(configurations: list[Configuration]):
     greys = itertools.cycle(plt.cm.Greys([0.5, 0.65, 0.8, 0.95]))
     xs = set()
     for index, members in enumerate(lines.values()):
-        name = f"{label(members[0].key, names)} ({_runs_count(members)})"
+        name = f"{line_name(members[0].key, names)} ({_runs_count(members)})"
         if not spiking(members[0]):
             accuracy, color = members[0].test_acc, next(greys)  # non-spiking: T=1, one configuration
             ax.axhline(100 * accuracy.mean, ls="--", color=color, label=f"{name}, non-spiking")

@@ -12,6 +12,7 @@ import json
 NOT_IDENTITY = (
     "seed",  # what repeats vary: the report's n
     "ckpt_path",
+    "conversion.checkpoint",  # the ANN a converted run came from (snn.convert): its seed is the run's seed
     "overwrite",
     "torch_threads",
     "data.root",

@@ -98,7 +98,7 @@ class SpikeStats:
             return
         batch = trace.inputs.shape[1]
         self.samples += batch
-        stage_inputs = [trace.inputs, *trace.spikes[:-1]]
+        stage_inputs = [trace.inputs, *trace.spikes][: len(self.net.stages)]  # an integrator output: no spikes
         for i, (stage, x) in enumerate(zip(self.net.stages, stage_inputs)):
             if is_spikes(x):
                 self.synops += count_accumulates(stage, x.flatten(0, 1))
