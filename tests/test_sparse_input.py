@@ -10,7 +10,9 @@ from snn.neurons import LIF
 from snn.sparse_input import SparseInputLinear
 from tests.conftest import SIZES
 
-requires_kernel = pytest.mark.skipif(kernels.load() is None, reason="the C++ kernel could not be built here")
+requires_kernel = pytest.mark.skipif(
+    not kernels.enabled or kernels.load() is None, reason="the C++ kernel is off (SNN_KERNELS=0) or could not be built"
+)
 
 
 def _layers(in_features, out_features, mode="always"):
