@@ -22,6 +22,8 @@ CHANNELS, HIDDEN = (32, 64, 128), 128
 
 
 class OursConv(nn.Module):
+    fused_optimizer = True  # as `Classifier.configure_optimizers` builds it: torch's fused Adam
+
     def __init__(self, T, sparse_input="auto"):
         super().__init__()
         self.encoder = DirectEncoder(T)
@@ -95,7 +97,8 @@ class SpikingJellyConvMultiStep(nn.Module):
         self.T = T
         lif = partial(
             neuron.LIFNode, tau=10.0, decay_input=False, v_reset=None, detach_reset=True,
-            surrogate_function=surrogate.ATan(), step_mode="m", backend=backend,
+            surrogate_function=surrogate.ATan(), step_mode="m",
+            **({} if backend == "torch" else {"backend": backend}),  # SpikingJelly 2.0 has no backend argument
         )  # fmt: skip
         self.static = _conv_bn(1, CHANNELS[0])
         layers = [lif()]

@@ -39,6 +39,8 @@ SIZES = {"input_shape": MNISTDataModule.input_shape, "num_classes": MNISTDataMod
 
 
 class Ours(nn.Module):
+    fused_optimizer = True  # as `Classifier.configure_optimizers` builds it: torch's fused Adam
+
     def __init__(self, T, hidden, direct, sparse_input="auto"):
         super().__init__()
         self.encoder = DirectEncoder(T) if direct else RateEncoder(T)
@@ -98,7 +100,7 @@ class SpikingJellyMultiStep(nn.Module):
             detach_reset=True,
             surrogate_function=surrogate.ATan(),
             step_mode="m",
-            backend=backend,
+            **({} if backend == "torch" else {"backend": backend}),  # SpikingJelly 2.0 has no backend argument
         )
         self.encoder = RateEncoder(T)
         self.fc1, self.lif1, self.fc2, self.lif2 = nn.Linear(784, hidden), lif(), nn.Linear(hidden, 10), lif()
@@ -135,7 +137,8 @@ class Trainer:
 
     def __init__(self, model, batches, device):
         self.model, self.batches, self.device, self.i = model, batches, device, 0
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        # this project's rows step Adam as train.py does (fused); the others as their tutorials do
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=getattr(model, "fused_optimizer", None))
         self.rates = []
         self.run(3)  # warm-up
 

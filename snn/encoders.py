@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from snn import kernels
 from snn.checks import ConfigError, is_count, is_number, require
 
 
@@ -45,6 +46,8 @@ class RateEncoder(Encoder):
         n = self.T * p.numel()
         words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=images.device)
         uniform = words.view(torch.int16)[:n].view(self.T, *p.shape)
+        if kernels.usable(images, dtypes=kernels.FLOAT_OR_BF16):  # the same comparison in one pass (csrc/rate.cpp)
+            return kernels.load().rate_spikes(uniform, threshold, images.dtype)
         return (uniform < threshold).to(images.dtype)
 
 

@@ -23,8 +23,8 @@ class _SparseInputProduct(torch.autograd.Function):
         """dtype: the output's, float32 or (under autocast) bf16, in which the weights are then read too."""
         if dtype == torch.float32:
             dense, saved = weight.t(), weight
-        else:  # W^T in bf16, one pass; kept for the input gradient
-            dense = saved = weight.t().to(dtype, memory_format=torch.contiguous_format)
+        else:  # W^T in bf16, kept for the input gradient: cast, then transpose half the bytes (0.6 vs 1.2 ms)
+            dense = saved = weight.to(dtype).t().contiguous()
         ctx.save_for_backward(saved, row_start, column, value)
         ctx.in_features, ctx.has_bias, ctx.x_dtype = x.shape[1], bias is not None, x.dtype
         return kernels.load().sparse_mm(row_start, column, value, dense, bias, dtype)
@@ -36,13 +36,16 @@ class _SparseInputProduct(torch.autograd.Function):
         grad_x = None
         if ctx.needs_input_grad[0]:  # saved: W, or W^T in bf16
             grad_x = grad_out @ saved if saved.dtype == torch.float32 else (grad_out @ saved.t()).to(ctx.x_dtype)
-        grad_weight = None
+        grad_weight = grad_bias = None
+        bias_grad = ctx.has_bias and ctx.needs_input_grad[2]
         if ctx.needs_input_grad[1]:  # dW^T = x^T dy, walking x column by column, float32 sums
-            x_t = kernels.load().transpose_csr(*csr, ctx.in_features)
-            grad_weight = kernels.load().sparse_mm(*x_t, grad_out, None, torch.float32).t()
-        grad_bias = None
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = grad_out.sum(0) if grad_out.dtype == torch.float32 else grad_out.sum(0, dtype=torch.float32)
+            # with a row of ones appended to x^T, the same pass returns the bias gradient (the sum of dy's rows)
+            x_t = kernels.load().transpose_csr(*csr, ctx.in_features, bias_grad)
+            products = kernels.load().sparse_mm(*x_t, grad_out, None, torch.float32)
+            grad_weight = products[: ctx.in_features].t()
+            grad_bias = products[ctx.in_features] if bias_grad else None
+        elif bias_grad:
+            grad_bias = grad_out.sum(0, dtype=torch.float32)
         return grad_x, grad_weight, grad_bias, None, None, None, None
 
 

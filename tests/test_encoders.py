@@ -1,5 +1,7 @@
+import pytest
 import torch
 
+from snn import kernels
 from snn.encoders import DirectEncoder, LatencyEncoder, RateEncoder
 
 
@@ -21,6 +23,22 @@ def test_rate_spikes_are_independent_and_exact_at_the_ends():
     assert abs((spikes[:-4] * spikes[4:]).mean() - 0.25) < 0.005
     ends = RateEncoder(T=1000)(torch.tensor([0.0, 1.0]).view(2, 1, 1, 1))
     assert ends[:, 0].sum() == 0 and ends[:, 1].sum() == 1000
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rate_kernel_draws_the_tensor_codes_spikes(dtype, monkeypatch):
+    """The C++ comparison (csrc/rate.cpp) gives the tensor code's spikes for the same random numbers, ends included."""
+    if kernels.load() is None:
+        pytest.skip("the C++ kernels could not be built here")
+    images = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 1.2 - 0.1  # below 0, above 1
+    images[:, :, :3] = torch.tensor([0.0, 1.0, 2**-17]).view(3, 1)
+    runs = []
+    for enabled in (True, False):
+        monkeypatch.setattr(kernels, "enabled", enabled)
+        torch.manual_seed(1)
+        runs.append(RateEncoder(T=7)(images.to(dtype)))
+    assert runs[0].dtype == runs[1].dtype == dtype and runs[0].shape == (7, 16, 1, 28, 28)
+    assert torch.equal(runs[0], runs[1]) and 0 < runs[0].mean() < 1
 
 
 def test_rate_gain_scales_and_saturates():

@@ -10,7 +10,9 @@ from snn.neurons import LIF
 from snn.sparse_input import SparseInputLinear
 from tests.conftest import SIZES
 
-requires_kernel = pytest.mark.skipif(kernels.load() is None, reason="the C++ kernel could not be built here")
+requires_kernel = pytest.mark.skipif(
+    not kernels.enabled or kernels.load() is None, reason="the C++ kernel is off (SNN_KERNELS=0) or could not be built"
+)
 
 
 def _layers(in_features, out_features, mode="always"):
@@ -115,6 +117,26 @@ def test_float32_sums_are_sequential_and_exact(graded):
     for k in range(30):
         expected = expected + x[:, k : k + 1] * layer.weight.detach()[:, k]
     assert torch.equal(layer(x), expected)
+
+
+@requires_kernel
+@pytest.mark.parametrize("out_features", [48, 100, 1000])  # 32-column loads: whole, overlapping at the end, many
+def test_bf16_sums_are_sequential_and_exact(out_features):
+    """Under bf16 autocast the kernel adds the bf16 weight rows in column order in float32 and rounds once; the weight
+    and bias gradients (one pass, the bias as a row of ones) are float32 sums over the samples in order, bit for bit."""
+    torch.manual_seed(8)
+    x = (torch.rand(40, 30) < 0.3).float()
+    layer = SparseInputLinear(30, out_features, mode="always")
+    out, grad = _autocast_forward_backward(layer, x)
+    expected = layer.bias.detach().expand(40, out_features).clone()
+    w = layer.weight.detach().bfloat16().float()
+    for k in range(30):
+        expected = expected + x[:, k : k + 1] * w[:, k]
+    assert torch.equal(out, expected.bfloat16())
+    grad_w, grad_b = torch.zeros_like(layer.weight), torch.zeros_like(layer.bias)
+    for n in range(40):
+        grad_w, grad_b = grad_w + grad[n].float()[:, None] * x[n], grad_b + grad[n].float()
+    assert torch.equal(layer.weight.grad, grad_w) and torch.equal(layer.bias.grad, grad_b)
 
 
 def _autocast_forward_backward(layer, x):
