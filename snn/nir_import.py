@@ -2,8 +2,8 @@
 a .nir file (HDF5, data only) and builds it.
 
 Linear chains Input -> ... -> Output of Affine, Linear, Conv2d, AvgPool2d, SumPool2d, Flatten, LIF, IF, LI and
-CubaLIF nodes. Each neuron closes a stage of the stateless layers before it. The mapping is snnTorch's importer's, with dt
-from the graph's metadata (else 1e-4 s):
+CubaLIF nodes. Each neuron closes a stage of the stateless layers before it. The mapping is snnTorch's importer's,
+with dt from the graph's metadata (else 1e-4 s):
 
     LIF:  beta = 1 - dt / tau, input gain r * dt / tau       IF: beta = 1, input gain r (per step)
     LI:   as LIF without spikes (threshold +inf); as the last node it makes the readout the membrane
