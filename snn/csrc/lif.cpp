@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 
 #include "bf16.h"
+#include "surrogate.h"
 
 constexpr int64_t kGrain = 4096;  // neurons per task
 constexpr int64_t kBlock = 512;   // neurons taken through all time steps at once: their rows stay in L1
@@ -60,27 +61,6 @@ std::vector<torch::Tensor> lif_forward(const torch::Tensor& current_in, int64_t 
     });
   });
   return {spikes, membrane};
-}
-
-// The surrogate derivatives of snn/surrogates.py, as functions of x = membrane - threshold.
-enum Surrogate : int64_t { kATan = 0, kFastSigmoid = 1, kSigmoid = 2, kTriangle = 3, kStraightThrough = 4 };
-
-template <int64_t kind>
-static inline float surrogate_derivative(float x, float slope) {
-  if constexpr (kind == kATan) {
-    const float u = x * (static_cast<float>(M_PI) / 2 * slope);
-    return 1.0f / (u * u + 1.0f) * (slope / 2);
-  } else if constexpr (kind == kFastSigmoid) {
-    const float d = std::abs(x) * slope + 1.0f;
-    return 1.0f / (d * d);
-  } else if constexpr (kind == kSigmoid) {
-    const float kx = slope * x;
-    return slope / (1.0f + std::exp(-kx)) / (1.0f + std::exp(kx));
-  } else if constexpr (kind == kTriangle) {
-    return std::max(slope - slope * slope * std::abs(x), 0.0f);
-  } else {
-    return 1.0f;
-  }
 }
 
 // dL/dU[t] = dL/dS[t] * S'(U[t] - threshold) + dL/dU[t] (direct) + beta * keep[t] * dL/dU[t+1],
