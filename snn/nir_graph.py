@@ -40,6 +40,8 @@ RESET_SUBTRACT = (
     "neuron.reset=zero",
 )
 MAX_POOLING = ("it max-pools (model.pool=max) and NIR has no max-pooling node", "model.pool=avg")
+LAST_STEPS = ("it reads its class from the last steps only (model.readout_steps) and NIR has no readout window",
+              "model.readout_steps=null")  # fmt: skip
 
 
 def must_retrain(*problems: tuple[str, str]) -> NIRError:
@@ -61,6 +63,8 @@ def check_exportable(net: nn.Module, dt: float = DT) -> None:
             problems += [problem for problem in error.retrain if problem not in problems]
     if any(isinstance(module, nn.MaxPool2d) for module in net.modules()):
         problems.append(MAX_POOLING)
+    if getattr(net, "readout_steps", None):
+        problems.append(LAST_STEPS)
     if problems:
         raise must_retrain(*problems)
 
