@@ -53,8 +53,9 @@ class _RecurrentLeaky(torch.autograd.Function):
         membrane, weight = ctx.saved_tensors
         threshold, zero_reset = ctx.threshold, ctx.zero_reset
         surrogate = ctx.surrogate
+        # detached: the C++ loop's products run on torch's worker threads, where grad mode is on (thread-local)
         grad, grad_weight = kernels.load().recurrent_lif_backward(
-            grad_spikes, grad_membrane, membrane, weight, ctx.beta, threshold, zero_reset, surrogate.kernel_id,
+            grad_spikes, grad_membrane, membrane, weight.detach(), ctx.beta, threshold, zero_reset, surrogate.kernel_id,
             surrogate.slope, ctx.needs_input_grad[1],
         )  # fmt: skip
         grad_beta = None

@@ -1,10 +1,10 @@
 // A recurrent spiking layer's whole time loop (snn/recurrent_fused.py): I'[t] = I[t] + W s[t-1], then the neuron.
 // Forward, event-driven: a batch row adds the rows of W^T (W's columns, contiguous) of the neurons that spiked at
 // t-1 only; rows are independent through time, so each task takes its rows through all T steps (no barrier per step).
-// Backward through time: dL/ds[t] gets dI'[t+1] W (one dense [B, n] x [n, n] product per step, into a preallocated
-// buffer), then the neuron's backward for the step; dW = sum_t dI'[t]^T s[t-1] after the loop, event-driven too: a
-// spike of neuron j adds a row of dI' to column j of dW. At S-MNIST's rates (a few %) that is ~20x fewer operations
-// than the dense GEMM (timed beside it by benchmarks/rsnn_nets.py).
+// Backward through time: dL/ds[t] gets dI'[t+1] W (one dense [rows, n] x [n, n] product per step and block of batch
+// rows, into a preallocated buffer), then the neuron's backward for the step; dW = sum_t dI'[t]^T s[t-1] after the
+// loop, event-driven too: a spike of neuron j adds a row of dI' to column j of dW. At S-MNIST's rates (a few %)
+// that is ~20x fewer operations than the dense GEMM (timed beside it by benchmarks/rsnn_nets.py).
 // The neuron is a small struct (Lif below): kStates state variables, kInput the one the current flows into, a row
 // update forward and an elementwise update backward. Another neuron (ALIF, Synaptic: two states, the same reset) is
 // another struct with these members; the loops stay as they are.
@@ -112,6 +112,8 @@ std::vector<torch::Tensor> recurrent_lif_forward(const torch::Tensor& current_in
 }
 
 // The loop backwards through time. G: dL/dstate [kStates, T, B, n]; its kInput entry is dL/dI'[t], the result.
+// Batch rows are independent here too: each task takes its block of rows through all T steps, its product through W
+// a single-threaded GEMM of its rows, so no step waits on a barrier (on a busy machine one costs a time slice).
 template <int64_t kind, typename Neuron>
 static void backward_loop(const Neuron& neuron, const float* GS, const float* GM, const float* X, float* G,
                           const torch::Tensor& grad_input, const torch::Tensor& weight, int64_t T, int64_t B,
@@ -119,13 +121,14 @@ static void backward_loop(const Neuron& neuron, const float* GS, const float* GM
   const int64_t Bn = B * n, TBn = T * Bn;
   auto recurrent = torch::empty({B, n}, weight.options());  // dL/ds[t] through W, then plus the direct one
   float* R = recurrent.data_ptr<float>();
-  for (int64_t t = T - 1; t >= 0; --t) {
-    const bool last = t + 1 == T;
-    if (!last) at::mm_out(recurrent, grad_input.select(0, t + 1), weight);  // dI'[t+1] W
-    const float* gs = GS ? GS + t * Bn : nullptr;
-    const float* ds = last ? gs : R;
-    const float* gm = GM ? GM + t * Bn : nullptr;
-    at::parallel_for(0, Bn, 16384, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    auto rows = recurrent.slice(0, b0, b1);
+    const int64_t begin = b0 * n, end = b1 * n;
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const bool last = t + 1 == T;
+      if (!last) at::mm_out(rows, grad_input.select(0, t + 1).slice(0, b0, b1), weight);  // dI'[t+1] W
+      const float* gs = GS ? GS + t * Bn : nullptr;
+      const float* gm = GM ? GM + t * Bn : nullptr;
       if (!last && gs) {
 #pragma omp simd
         for (int64_t e = begin; e < end; ++e) R[e] += gs[e];
@@ -138,9 +141,9 @@ static void backward_loop(const Neuron& neuron, const float* GS, const float* GM
         later[q] = G + q * TBn + (t + 1) * Bn;
         out[q] = G + q * TBn + t * Bn;
       }
-      neuron.template backward<kind>(at_t, ds, gm, last ? nullptr : later, out, begin, end);
-    });
-  }
+      neuron.template backward<kind>(at_t, last ? gs : R, gm, last ? nullptr : later, out, begin, end);
+    }
+  });
 }
 
 // dW^T[j, :] = sum over (t, b) with s[t-1, b, j] = 1 of dI'[t, b, :]; each task owns a range of j (rows of dW^T).
