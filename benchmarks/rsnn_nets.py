@@ -114,7 +114,8 @@ def _seconds(fn, reps: int = 3) -> float:
 
 def breakdown(model: OursRecurrent, images: torch.Tensor) -> None:
     """Where a training step of this project's fused loop goes: the C++ forward loop, the C++ backward loop and, of
-    it, the dense per-step products through W and the one dW GEMM (each timed alone, on this batch's currents)."""
+    it, the dense per-step products through W; beside them the dense dW GEMM that the loop's event-driven weight
+    gradient replaces (each timed alone, on this batch's currents)."""
     if kernels.load() is None:
         return
     kernels.enabled = True  # the fused loop, whichever row ran last
@@ -138,7 +139,7 @@ def breakdown(model: OursRecurrent, images: torch.Tensor) -> None:
         "recurrent layer forward (C++ loop, event-driven)": _seconds(forward),
         "recurrent layer backward (C++ loop, all of it)": _seconds(backward),
         f"  of it: {T - 1} per-step products [{B},{n}]x[{n},{n}]": _seconds(products),
-        f"  of it: the dW GEMM [{n},{(T - 1) * B}]x[{(T - 1) * B},{n}]": _seconds(gemm),
+        f"  not in it: the dense dW GEMM [{n},{(T - 1) * B}]x[{(T - 1) * B},{n}] (dW is event-driven)": _seconds(gemm),
     }
     print(f"\nwhere a training step goes (T={T}, batch {B}, hidden spike rate {spikes.mean():.3f}):\n")
     print("| part | ms | share of the step |\n|---|---:|---:|")
