@@ -2,6 +2,7 @@
 
     python benchmarks/throughput.py                  # the MLP: rate and direct input, T=25, batch 128 (float32, bf16)
     python benchmarks/throughput.py --net conv       # the conv SNN of baseline=csnn: direct input, T=4, batch 128
+    python benchmarks/throughput.py --net rsnn       # the recurrent S-MNIST net 1-256-10, T=784 (--T 28: by rows)
     python benchmarks/throughput.py --device cuda    # the same on a GPU
 
 Compared in one process: this project (fused multi-step LIF, event-driven input products; on CPU in C++, on a GPU
@@ -9,7 +10,8 @@ in Triton, and for reference with dense products and with no C++ or Triton kerne
 (nn.Linear + snntorch.Leaky per step); SpikingJelly's multi-step LIFNode (torch backend; on a GPU also its cupy and
 triton backends where they run) when it is installed (`pip install -e .[bench]`). All use LIF beta=0.9
 (SpikingJelly: tau=10, no input decay), threshold 1, subtract reset detached, the atan surrogate, cross-entropy on
-output spike counts and Adam. The conv rows are described in `benchmarks/conv_nets.py`.
+output spike counts and Adam. The conv rows are described in `benchmarks/conv_nets.py`, the recurrent ones in
+`benchmarks/rsnn_nets.py`.
 """
 
 import os
@@ -23,6 +25,7 @@ import time
 from functools import partial
 
 import conv_nets
+import rsnn_nets
 import snntorch
 import torch
 import torch.nn.functional as F
@@ -251,8 +254,8 @@ def load_batches(args, device):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--net", choices=["mlp", "conv"], default="mlp")
-    parser.add_argument("--T", type=int, help="time steps (default: 25 for the MLP, 4 for the conv net)")
+    parser.add_argument("--net", choices=["mlp", "conv", "rsnn"], default="mlp")
+    parser.add_argument("--T", type=int, help="time steps (default: 25 for the MLP, 4 for the conv net, 784 rsnn)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--hidden", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per round")
@@ -269,6 +272,11 @@ def main():
     if args.net == "conv":
         args.T = args.T or 4
         candidates = conv_nets.candidates()
+    elif args.net == "rsnn":
+        args.T = args.T or 784
+        if 784 % args.T:
+            parser.error(f"--T {args.T} is not allowed for --net rsnn: a divisor of 784 (784 pixels, 28 rows)")
+        candidates = rsnn_nets.candidates()
     else:
         args.T = args.T or 25
         candidates = mlp_candidates(args.hidden)
@@ -299,7 +307,10 @@ def main():
         f"device {device}{' (' + torch.cuda.get_device_name() + ')' if device.type == 'cuda' else ''}, "
         f"{'MNIST' if real else 'synthetic'} images"
     )
-    net = "conv3x3-BN-LIF x [32,64,128], max-pool, FC 128, FC 10" if args.net == "conv" else f"784-{args.hidden}-10"
+    net = {
+        "conv": "conv3x3-BN-LIF x [32,64,128], max-pool, FC 128, FC 10",
+        "rsnn": f"{784 // args.T}-{rsnn_nets.HIDDEN} (recurrent, all-to-all)-10",
+    }.get(args.net, f"784-{args.hidden}-10")
     print(
         f"{net} LIF, T={args.T}, batch {args.batch}, Adam, {torch.get_num_threads()} threads; median of "
         f"{args.rounds} interleaved rounds of {args.steps} training steps\n"
@@ -328,6 +339,13 @@ def main():
     for encoding, name, speed, _, _ in rows:
         if name != "this project" and encoding in ours:
             print(f"{encoding}: this project / {name} = {ours[encoding] / speed:.2f}x")
+    if args.net == "rsnn":
+        print(f"\nload average (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        for _, name, speed, _, _ in rows:
+            print(f"{name}: {60000 / speed:,.0f} s per 60,000-sample epoch")
+        ours = next((t.model for t in trainers if type(t.model) is rsnn_nets.OursRecurrent), None)
+        if ours is not None:
+            rsnn_nets.breakdown(ours, batches[0][0])
     if args.profile:
         for (encoding, name, _), trainer in zip(candidates, trainers):
             print_profile(f"{encoding}, {name}", trainer, args.steps)

@@ -18,6 +18,7 @@ from torch import nn
 from snn.checks import is_count, require
 from snn.pooling import MaxPool2d
 from snn.qcfs import QCFS
+from snn.recurrent import Recurrent
 from snn.sparse_input import SparseInputLinear
 from snn.spike_stats import Trace
 from snn.spiking_layer import SpikingLayer
@@ -48,25 +49,35 @@ def stage_shapes(stages: Sequence[nn.Module], input_shape: Sequence[int]) -> lis
 
 
 class SpikingNet(nn.Module):
+    """`neuron`: the factory of every stage's spiking layer, or a list of one factory per stage.
+    `readout`: the logits are the output layer's spike counts (`spike_count`) or its mean membrane (`membrane`) over
+    the last `readout_steps` steps: null = all steps (static inputs), k = the last k (all of them when T <= k), for
+    sequences whose class is known only once they have been seen (sequential MNIST)."""
+
     spiking = True
 
     def __init__(
         self,
         stages: list[nn.Module],
-        neuron: Callable[..., SpikingLayer],
+        neuron: Callable[..., SpikingLayer] | Sequence[Callable[..., SpikingLayer]],
         readout: str,
         input_shape: Sequence[int],
+        readout_steps: int | None = None,
     ):
         super().__init__()
-        require(readout in (*READOUTS, INTEGRATOR), "readout", readout, ", ".join((*READOUTS, INTEGRATOR)))
+        choices = (*READOUTS, INTEGRATOR)
+        require(readout in choices, "readout", readout, ", ".join(choices))
+        ok = readout_steps is None or is_count(readout_steps)
+        require(ok, "readout_steps", readout_steps, "null (all steps) or an integer >= 1 (the last k steps)")
         self.stages = nn.ModuleList(stages)
         shapes = stage_shapes(stages, input_shape)
         spiking_stages = shapes[:-1] if readout == INTEGRATOR else shapes  # an integrator: no neuron at the output
-        self.neurons = nn.ModuleList(neuron(shape=shape) for shape in spiking_stages)
+        factories = neuron if isinstance(neuron, Sequence) else [neuron] * len(spiking_stages)
+        self.neurons = nn.ModuleList(factory(shape=shape) for factory, shape in zip(factories, spiking_stages))
         for layer in self.neurons:
             ok = isinstance(layer, SpikingLayer)
             require(ok, "neuron", type(layer).__name__, "a SpikingLayer (the contract: snn/spiking_layer.py)")
-        self.readout = readout
+        self.readout, self.readout_steps = readout, readout_steps
 
     def forward(self, x: torch.Tensor, trace: bool = False):
         """Logits `[B, classes]`; with `trace=True`, `(logits, Trace)` for spike statistics and plots."""
@@ -87,7 +98,8 @@ class SpikingNet(nn.Module):
         if self.readout == INTEGRATOR:
             logits = membrane[-1] / T
         else:
-            logits = h.sum(0) if self.readout == "spike_count" else membrane.mean(0)
+            last = slice(-self.readout_steps if self.readout_steps else None, None)
+            logits = h[last].sum(0) if self.readout == "spike_count" else membrane[last].mean(0)
         return (logits, record) if trace else logits
 
     @property
@@ -98,7 +110,9 @@ class SpikingNet(nn.Module):
 
 class SpikingMLP(SpikingNet):
     """input -> hidden... -> classes, every Linear followed by a spiking neuron (output layer included).
-    `sparse_input`: auto | always | never, the event-driven products of `snn.sparse_input`."""
+    `sparse_input`: auto | always | never, the event-driven products of `snn.sparse_input`.
+    `recurrent`: the hidden layers' neurons wrapped in `snn.recurrent.Recurrent` (their spikes fed back through a
+    learned all-to-all weight); the output layer stays feed-forward."""
 
     def __init__(
         self,
@@ -106,17 +120,23 @@ class SpikingMLP(SpikingNet):
         hidden_sizes: Sequence[int] = (1000,),
         readout: str = "spike_count",
         sparse_input: str = "auto",
+        recurrent: bool = False,
+        readout_steps: int | None = None,
         *,
         input_shape: Sequence[int],
         num_classes: int,
     ):
         hidden = _check_sizes(hidden_sizes, "hidden_sizes", "[1000] or [500,500]")
+        require(isinstance(recurrent, bool), "recurrent", recurrent, "true or false")
         sizes = [math.prod(input_shape), *hidden, num_classes]
         stages = [
             nn.Sequential(nn.Flatten(), SparseInputLinear(a, b, mode=sparse_input))
             for a, b in zip(sizes[:-1], sizes[1:])
         ]
-        super().__init__(stages, neuron, readout, input_shape)
+        neurons = [functools.partial(Recurrent, neuron) if recurrent else neuron] * len(hidden) + [neuron]
+        super().__init__(stages, neurons, readout, input_shape, readout_steps)
+        if recurrent and any(isinstance(layer.neuron, Recurrent) for layer in self.neurons[:-1]):
+            require(False, "recurrent", recurrent, "false with a neuron that is recurrent itself (neuron=recurrent_lif)")
 
 
 def _conv_stages(

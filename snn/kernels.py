@@ -27,6 +27,7 @@ SOURCES = [
     Path(__file__).with_name("csrc") / name
     for name in ("bindings.cpp", "sparse_input.cpp", "lif.cpp", "pooling.cpp", "rate.cpp", "alif.cpp", "synaptic.cpp")
 ]
+SOURCES.append(Path(__file__).with_name("csrc") / "recurrent.cpp")  # snn.recurrent_fused
 FLOAT_OR_BF16 = (torch.float32, torch.bfloat16)  # what the LIF and pooling kernels take (bf16: under autocast)
 TRITON_DTYPES = (*FLOAT_OR_BF16, torch.float16)  # the Triton kernels are generic over the current's type
 log = logging.getLogger(__name__)

@@ -41,6 +41,8 @@ RESET_SUBTRACT = (
 )
 INTEGRATOR = ("its output layer is a non-spiking integrator (model.readout=integrator)", "model.readout=membrane")
 MAX_POOLING = ("it max-pools (model.pool=max) and NIR has no max-pooling node", "model.pool=avg")
+LAST_STEPS = ("it reads its class from the last steps only (model.readout_steps) and NIR has no readout window",
+              "model.readout_steps=null")  # fmt: skip
 
 
 def must_retrain(*problems: tuple[str, str]) -> NIRError:
@@ -64,6 +66,8 @@ def check_exportable(net: nn.Module, dt: float = DT) -> None:
         problems.append(MAX_POOLING)
     if net.readout not in LOGITS:  # readout=integrator (a converted net): its output layer has no neuron to export
         problems.append(INTEGRATOR)
+    if getattr(net, "readout_steps", None):
+        problems.append(LAST_STEPS)
     if problems:
         raise must_retrain(*problems)
 

@@ -5,7 +5,8 @@ input current at the next step:
 
 `W` is `[n, n]` for the layer's n = prod(shape) neurons (W[i, j]: from neuron j to neuron i, self-connections
 included). The wrapped neuron is any SpikingLayer that implements `step`; time runs through `SpikingLayer.run`'s step
-loop with plain autograd. As a neuron factory (`neuron=partial(Recurrent, partial(LIF, beta=0.9))`, or a yaml with a
+loop with plain autograd, or, for LIF, IF and PLIF on CPU, through one fused event-driven loop in C++
+(snn.recurrent_fused; SNN_KERNELS=0 keeps the step loop). As a neuron factory (`neuron=partial(Recurrent, partial(LIF, beta=0.9))`, or a yaml with a
 nested `_partial_` neuron) it makes any SpikingNet recurrent without changing `SpikingNet.forward`.
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from snn import recurrent_fused
 from snn.spiking_layer import SpikingLayer
 
 
@@ -30,6 +32,11 @@ class Recurrent(SpikingLayer):
         n = math.prod(self.shape)
         # nn.Linear's default initialisation, U(-1/sqrt(n), 1/sqrt(n)), for a fan-in of n
         self.weight = nn.Parameter(torch.empty(n, n).uniform_(-1 / math.sqrt(n), 1 / math.sqrt(n)))
+
+    def run(self, current: torch.Tensor, steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if recurrent_fused.applies(self.neuron, current, self.weight):
+            return recurrent_fused.run(self.neuron, self.weight, current, steps)
+        return super().run(current, steps)
 
     def step(self, current_t: torch.Tensor, state=None):
         """The state is (the wrapped neuron's state, this step's spikes): the membrane comes first."""

@@ -15,6 +15,14 @@ torch::Tensor lif_backward(const c10::optional<torch::Tensor>& grad_spikes,
                            double beta, double threshold, bool zero_reset, int64_t surrogate, double slope,
                            c10::ScalarType dtype, bool sum_over_time);
 
+std::vector<torch::Tensor> recurrent_lif_forward(const torch::Tensor& current, const torch::Tensor& weight, int64_t T,
+                                                 double beta, double threshold, bool zero_reset);
+std::vector<torch::Tensor> recurrent_lif_backward(const c10::optional<torch::Tensor>& grad_spikes,
+                                                  const c10::optional<torch::Tensor>& grad_membrane,
+                                                  const torch::Tensor& membrane, const torch::Tensor& weight,
+                                                  double beta, double threshold, bool zero_reset, int64_t surrogate,
+                                                  double slope, bool weight_grad);
+
 std::vector<torch::Tensor> max_pool2x2_forward(const torch::Tensor& x);
 torch::Tensor max_pool2x2_backward(const torch::Tensor& grad, const torch::Tensor& index, int64_t H, int64_t W);
 
@@ -41,6 +49,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("sparse_mm", &sparse_mm, "sparse (CSR) times dense (float32 or bf16), plus an optional broadcast start row; float32 sums");
   m.def("lif_forward", &lif_forward, "LIF spikes and membrane over all time steps");
   m.def("lif_backward", &lif_backward, "the LIF gradient with respect to its input current, through time (or summed over it)");
+  m.def("recurrent_lif_forward", &recurrent_lif_forward, "a recurrent LIF layer through time, event-driven feedback");
+  m.def("recurrent_lif_backward", &recurrent_lif_backward, "its input and recurrent weight gradients, through time");
   m.def("max_pool2x2_forward", &max_pool2x2_forward, "2x2 max-pooling of [N, H, W, C], with a one-byte index");
   m.def("max_pool2x2_backward", &max_pool2x2_backward, "its input gradient");
   m.def("alif_forward", &alif_forward, "adaptive LIF spikes, membrane and adaptation over all time steps");

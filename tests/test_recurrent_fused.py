@@ -1,0 +1,106 @@
+"""The fused recurrent LIF loop (snn/recurrent_fused.py, csrc/recurrent.cpp) against the plain autograd step loop
+of snn/recurrent.py and against snnTorch's RLeaky, step for step."""
+
+from functools import partial
+
+import pytest
+import snntorch
+import torch
+
+from snn import kernels, recurrent_fused
+from snn.neurons import IF, LIF, PLIF, SnntorchLeaky
+from snn.recurrent import Recurrent
+
+pytestmark = pytest.mark.skipif(kernels.load() is None, reason="the C++ kernels do not build here")
+
+
+def _outputs(layer, current, weights, steps=None, fused=True):
+    """Spikes, membranes and the gradients of a loss that reads both, with the fused loop on or off."""
+    kernels.enabled = fused
+    try:
+        assert recurrent_fused.applies(layer.neuron, current, layer.weight) == fused
+        spikes, membrane = layer.run(current, steps)
+        loss = (spikes * weights).sum() + (membrane * weights.flip(0)).sum()
+        params = [current, layer.weight, *layer.neuron.parameters()]
+        return spikes, membrane, *torch.autograd.grad(loss, params)
+    finally:
+        kernels.enabled = kernels.mode != "0"
+
+
+def _close(ours, theirs):
+    """Float tolerance relative to the largest entry: gradients through time grow with T and W."""
+    scale = float(theirs.detach().abs().max())
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5 * max(scale, 1.0))
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+@pytest.mark.parametrize("neuron", [partial(LIF, 0.85, 0.7), partial(IF, 0.7), partial(PLIF, 0.85, 0.7)])
+def test_fused_equals_the_plain_step_loop(neuron, reset):
+    torch.manual_seed(0)
+    layer = Recurrent(partial(neuron, reset=reset), shape=(2, 3, 4))  # any shape: W is [24, 24]
+    layer.weight.data.mul_(2)  # feedback strong enough to change who spikes
+    current = (torch.randn(30, 5, 2, 3, 4) * 0.6 + 0.2).requires_grad_()
+    weights = torch.randn(30, 5, 2, 3, 4)
+    fused, plain = _outputs(layer, current, weights), _outputs(layer, current, weights, fused=False)
+    assert torch.equal(fused[0], plain[0]) and 0.05 < plain[0].mean() < 0.95
+    assert len(fused) == len(plain) == (5 if neuron.func is PLIF else 4)  # PLIF: beta's gradient too
+    for ours, theirs in zip(fused[1:], plain[1:]):
+        _close(ours, theirs)
+        assert theirs.abs().sum() > 0
+    assert not torch.equal(fused[0], layer.neuron.run(current)[0])  # the feedback changed who spikes
+
+
+def test_one_step_repeated_gets_the_summed_gradient():
+    """Direct encoding hands a [1, B, ...] current with steps=T: its gradient is the sum over time."""
+    torch.manual_seed(1)
+    layer = Recurrent(partial(LIF, 0.9), shape=(16,))
+    current = (torch.rand(1, 4, 16) * 1.5).requires_grad_()
+    weights = torch.randn(12, 4, 16)
+    fused, plain = _outputs(layer, current, weights, steps=12), _outputs(layer, current, weights, 12, fused=False)
+    assert fused[0].shape == (12, 4, 16) and torch.equal(fused[0], plain[0]) and fused[2].shape == (1, 4, 16)
+    for ours, theirs in zip(fused[1:], plain[1:]):
+        _close(ours, theirs)
+
+
+def test_fused_equals_snntorch_rleaky_step_for_step():
+    """snnTorch 1.0's RLeaky(all_to_all=True): U = beta U + I + V(s[t-1]) - R threshold, V an nn.Linear (its bias set
+    to zero here), the reset R detached. Its zero reset also zeroes the step's input, unlike Leaky's (and ours,
+    which follow Leaky): so only the subtract reset is compared."""
+    torch.manual_seed(2)
+    n = 20
+    layer = Recurrent(partial(LIF, 0.8, 0.9), shape=(n,))
+    layer.weight.data.mul_(2)
+    rleaky = snntorch.RLeaky(beta=0.8, threshold=0.9, all_to_all=True, linear_features=n,
+                             spike_grad=layer.neuron.surrogate)  # fmt: skip
+    with torch.no_grad():
+        rleaky.recurrent.weight.copy_(layer.weight)
+        rleaky.recurrent.bias.zero_()
+    current = (torch.randn(40, 6, n) * 0.6 + 0.3).requires_grad_()
+    weights = torch.randn(40, 6, n)
+    ours = _outputs(layer, current, weights)
+
+    spk, mem = rleaky.reset_mem()
+    spikes, membranes = [], []
+    for current_t in current:
+        spk, mem = rleaky(current_t, spk, mem)
+        spikes.append(spk)
+        membranes.append(mem)
+    spikes, membranes = torch.stack(spikes), torch.stack(membranes)
+    loss = (spikes * weights).sum() + (membranes * weights.flip(0)).sum()
+    theirs = (spikes, membranes, *torch.autograd.grad(loss, [current, rleaky.recurrent.weight]))
+    assert torch.equal(ours[0], theirs[0]) and 0.05 < theirs[0].mean() < 0.95
+    for a, b in zip(ours[1:], theirs[1:]):
+        _close(a, b)
+
+
+def test_where_the_fused_loop_applies():
+    current = torch.zeros(3, 2, 4)
+    lif = Recurrent(partial(LIF), shape=(4,))
+    assert recurrent_fused.applies(lif.neuron, current, lif.weight)
+    snntorch_leaky = Recurrent(partial(SnntorchLeaky), shape=(4,))  # snnTorch's own loop: stepped, not fused
+    assert not recurrent_fused.applies(snntorch_leaky.neuron, current, snntorch_leaky.weight)
+    with torch.autocast("cpu", torch.bfloat16):  # bf16 autocast: the plain path, whose products autocast lowers
+        assert not recurrent_fused.applies(lif.neuron, current, lif.weight)
+        spikes, _ = lif.run(torch.ones(3, 2, 4, dtype=torch.bfloat16))
+    assert spikes.dtype == torch.bfloat16 and spikes.shape == (3, 2, 4)
+    assert not recurrent_fused.applies(lif.neuron, current.double(), lif.weight)

@@ -1,0 +1,72 @@
+"""Recurrence chosen by config (model.recurrent, model=rsnn) and the readout over the last steps (readout_steps)."""
+
+import json
+from functools import partial
+
+import pytest
+import torch
+
+from snn.architectures import SpikingMLP
+from snn.checks import ConfigError
+from snn.config import validate
+from snn.neurons import LIF
+from snn.nir_graph import NIRError, to_nir
+from snn.recurrent import Recurrent
+from tests.conftest import SIZES, train_tiny
+
+
+def test_recurrent_wraps_the_hidden_layers_only():
+    net = SpikingMLP(partial(LIF, 0.9), hidden_sizes=[12, 8], recurrent=True, input_shape=(6,), num_classes=4)
+    assert [type(n).__name__ for n in net.neurons] == ["Recurrent", "Recurrent", "LIF"]
+    assert [n.weight.shape for n in net.neurons[:2]] == [(12, 12), (8, 8)]
+    plain = SpikingMLP(partial(LIF, 0.9), hidden_sizes=[12, 8], input_shape=(6,), num_classes=4)
+    assert [type(n).__name__ for n in plain.neurons] == ["LIF", "LIF", "LIF"]
+
+
+def test_a_neuron_already_recurrent_is_not_wrapped_twice():
+    message = r"^recurrent=True is not allowed: false with a neuron that is recurrent itself \(neuron=recurrent_lif\)$"
+    with pytest.raises(ConfigError, match=message):
+        SpikingMLP(partial(Recurrent, partial(LIF)), hidden_sizes=[4], recurrent=True, **SIZES)
+
+
+@pytest.mark.parametrize("readout", ["membrane", "spike_count"])
+def test_readout_steps_reads_the_last_k_steps(readout):
+    torch.manual_seed(0)
+    kwargs = {"hidden_sizes": [16], "readout": readout, "input_shape": (6,), "num_classes": 4, "recurrent": True}
+    every, last = SpikingMLP(partial(LIF, 0.9), **kwargs), SpikingMLP(partial(LIF, 0.9), readout_steps=3, **kwargs)
+    last.load_state_dict(every.state_dict())
+    x = torch.rand(10, 5, 6) * 4
+    with torch.no_grad():
+        (logits, trace), logits_last = every(x, trace=True), last(x)
+    out = trace.membrane if readout == "membrane" else trace.spikes[-1]
+    reduce = torch.mean if readout == "membrane" else torch.sum
+    torch.testing.assert_close(logits, reduce(out, 0))
+    torch.testing.assert_close(logits_last, reduce(out[-3:], 0))
+    assert not torch.equal(logits, logits_last)
+    longer = SpikingMLP(partial(LIF, 0.9), readout_steps=50, **kwargs)  # T <= k: every step
+    longer.load_state_dict(every.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(longer(x), logits)
+
+
+def test_readout_steps_is_checked_and_not_exported(compose_cfg):
+    with pytest.raises(ConfigError, match=r"^model.readout_steps=0 is not allowed: null \(all steps\) or an integer"):
+        validate(compose_cfg("model.readout_steps=0"))
+    net = SpikingMLP(partial(LIF, reset="zero"), hidden_sizes=[8], readout_steps=5, **SIZES)
+    with pytest.raises(NIRError, match=r"model.readout_steps\) and NIR has no readout window; train with "):
+        to_nir(net, SIZES["input_shape"])
+
+
+def test_model_rsnn_trains_and_reloads(tmp_path, mnist_root):
+    """A real tiny run of the preset: recurrent hidden layer (the fused loop on CPU), membrane read over the last
+    steps; its checkpoint rebuilt; the recurrent fan-out counted in its SynOps."""
+    from snn.evaluation import load_classifier
+
+    run = train_tiny(tmp_path, mnist_root, "model=rsnn", "T=6", "model.hidden_sizes=[16]", "model.readout_steps=2",
+                     "trainer.max_epochs=1")  # fmt: skip
+    results = json.loads((run / "results.json").read_text())
+    assert results["model"] == "rsnn" and results["test/synops"] > 0
+    module, _ = load_classifier(run / "checkpoints" / "best.ckpt")
+    net = module.net
+    assert [type(n).__name__ for n in net.neurons] == ["Recurrent", "LIF"] and net.readout_steps == 2
+    assert net.neurons[0].weight.shape == (16, 16) and net.readout == "membrane"
