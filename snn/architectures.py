@@ -136,7 +136,8 @@ class SpikingMLP(SpikingNet):
         neurons = [functools.partial(Recurrent, neuron) if recurrent else neuron] * len(hidden) + [neuron]
         super().__init__(stages, neurons, readout, input_shape, readout_steps)
         if recurrent and any(isinstance(layer.neuron, Recurrent) for layer in self.neurons[:-1]):
-            require(False, "recurrent", recurrent, "false with a neuron that is recurrent itself (neuron=recurrent_lif)")
+            allowed = "false with a neuron that is recurrent itself (neuron=recurrent_lif)"
+            require(False, "recurrent", recurrent, allowed)
 
 
 def _conv_stages(
