@@ -12,7 +12,10 @@ The NIR neurons reset to `v_reset`, this project's `neuron.reset=zero`; a `subtr
 `model.pool=avg` conv nets export. Per-neuron parameters are arrays shaped like the layer's output.
 
 Each spiking layer says what its NIR node is (`nir_node(dt)`, snn/spiking_layer.py) or refuses; LIF, IF and PLIF
-build theirs with `leaky_node` below.
+build theirs with `leaky_node` below. A recurrent layer (snn/recurrent.py) exports as a cycle in the graph:
+... -> stage<i>_lif -> ..., stage<i>_lif -> stage<i>_rec (nir.Linear, its weight W) -> stage<i>_lif, the one-step
+delay on the cycle implicit (the NIR paper's convention; snnTorch's RLeaky/RSynaptic). The node's input is the sum of
+its two incoming edges: I[t] + W s[t-1].
 """
 
 import nir
@@ -174,26 +177,55 @@ def _unique(nodes: dict, name: str) -> str:
     return name if name not in nodes else f"{name}_{sum(key.startswith(name) for key in nodes)}"
 
 
+def _inline(nodes: dict, edges: list, last: str, graph: nir.NIRGraph, prefix: str) -> str:
+    """Puts a layer's subgraph (Recurrent's: input -> neuron -> output and neuron -> rec -> neuron) into the graph
+    itself, its nodes named `<prefix>_<name>`, what its Input feeds fed by `last`; returns what feeds its Output."""
+    names = {}
+    for key, node in graph.nodes.items():
+        if not isinstance(node, (nir.Input, nir.Output)):
+            names[key] = _unique(nodes, f"{prefix}_{key}")
+            nodes[names[key]] = node
+    out = last
+    for a, b in graph.edges:
+        if a in names and b in names:
+            edges.append((names[a], names[b]))
+        elif b in names:  # from the subgraph's Input
+            edges.append((last, names[b]))
+        elif a in names:  # to its Output
+            out = names[a]
+    return out
+
+
 def to_nir(net: nn.Module, input_shape: tuple[int, ...], metadata: dict | None = None, dt: float = DT) -> nir.NIRGraph:
     """The NIR graph of a SpikingNet (as in eval mode): Input -> per stage its layers and its neuron -> Output.
     `input_shape`: one sample's, `[C, H, W]`, as the data module the net was trained on says (snn/data.py).
     `metadata` (T, encoder, ...) is stored in the graph beside the source, dt and the readout. Each stage's neuron
-    gives its own node (`nir_node`, snn/spiking_layer.py)."""
+    gives its own node (`nir_node`, snn/spiking_layer.py); a recurrent layer's subgraph is inlined, so that its
+    cycle `stage<i>_lif -> stage<i>_rec -> stage<i>_lif` lies in the graph itself (the NIR paper's convention, which
+    snnTorch's importer reads)."""
     if not getattr(net, "spiking", False) or not hasattr(net, "stages"):
         raise NIRError(f"{type(net).__name__} is not a spiking network: only spiking models export to NIR")
     check_exportable(net, dt)
     nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type=np.array(input_shape))}
-    shape = tuple(input_shape)
+    edges, last, shape = [], "input", tuple(input_shape)
+
+    def add(name: str, node: nir.NIRNode) -> str:
+        name = _unique(nodes, name)
+        nodes[name] = node
+        edges.append((last, name))
+        return name
+
     for i, (stage, neuron) in enumerate(zip(net.stages, net.neurons)):
         layers = list(stage) if isinstance(stage, nn.Sequential) else [stage]
         for name, node, out_shape in layer_nodes(layers, shape):
-            nodes[_unique(nodes, f"stage{i}_{name}")] = node
-            shape = out_shape
+            last, shape = add(f"stage{i}_{name}", node), out_shape
         if neuron.shape != shape:
             raise NIRError(f"stage {i}: its neuron's shape {neuron.shape} is not its layers' output shape {shape}")
         node = neuron.nir_node(dt)
-        nodes[_unique(nodes, f"stage{i}_{type(node).__name__.lower()}")] = node
-    nodes["output"] = nir.Output(output_type=np.array(shape))
-    names = list(nodes)
+        if isinstance(node, nir.NIRGraph):
+            last = _inline(nodes, edges, last, node, f"stage{i}")
+        else:
+            last = add(f"stage{i}_{type(node).__name__.lower()}", node)
+    add("output", nir.Output(output_type=np.array(shape)))
     metadata = {"source": SOURCE, "dt": dt, "readout": net.readout, "logits": LOGITS[net.readout], **(metadata or {})}
-    return nir.NIRGraph(nodes=nodes, edges=list(zip(names[:-1], names[1:])), metadata=metadata)
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)

@@ -2,8 +2,9 @@
 a .nir file (HDF5, data only) and builds it.
 
 Linear chains Input -> ... -> Output of Affine, Linear, Conv2d, AvgPool2d, SumPool2d, Flatten, LIF, IF, LI and
-CubaLIF nodes. Each neuron closes a stage of the stateless layers before it. The mapping is snnTorch's importer's,
-with dt from the graph's metadata (else 1e-4 s):
+CubaLIF nodes. Each neuron closes a stage of the stateless layers before it. A spiking neuron on a
+cycle neuron -> Linear [n, n] -> neuron (snn/nir_chain.py) is a `Recurrent` layer around it, I[t] + W s[t-1].
+The mapping is snnTorch's importer's, with dt from the graph's metadata (else 1e-4 s):
 
     LIF:  beta = 1 - dt / tau, input gain r * dt / tau       IF: beta = 1, input gain r (per step)
     LI:   as LIF without spikes (threshold +inf); as the last node it makes the readout the membrane
@@ -13,10 +14,9 @@ with dt from the graph's metadata (else 1e-4 s):
 An input gain other than 1 is folded into the weights and bias of the layer before the neuron (exact up to float
 rounding; snnTorch divides the threshold by it instead, which gives the same spikes but a scaled membrane).
 Refused with one line: v_leak != 0, v_reset != 0, parameters that vary across the neurons of a layer (this
-project's neurons take one value per layer), branches, merges, recurrence and any other node type.
+project's neurons take one value per layer), branches, merges, any other loop and any other node type.
 """
 
-from collections import defaultdict
 from pathlib import Path
 
 import nir
@@ -26,15 +26,12 @@ from torch import nn
 
 from snn.architectures import READOUTS, SpikingNet
 from snn.neurons import IF, LIF
+from snn.nir_chain import LAYERS, chain
 from snn.nir_checks import check_declared_sizes, check_finite, stored_data, stored_encoder, stored_T
 from snn.nir_graph import DT, NIRError, leaky_node
+from snn.recurrent import Recurrent
 from snn.spiking_layer import SpikingLayer
 from snn.synaptic import Synaptic
-
-LAYERS = (nir.Affine, nir.Linear, nir.Conv2d, nir.AvgPool2d, nir.SumPool2d, nir.Flatten)
-NEURONS = (nir.LIF, nir.IF, nir.LI, nir.CubaLIF)
-SUPPORTED = ", ".join(t.__name__ for t in (nir.Input, nir.Output, *LAYERS, *NEURONS))
-
 
 class LeakyIntegrator(LIF):
     """NIR's LI: a LIF that never fires (threshold +inf), so its membrane integrates with leak and no reset."""
@@ -49,48 +46,17 @@ class LeakyIntegrator(LIF):
 class NIRNet(SpikingNet):
     """A SpikingNet whose stages each have their own neuron, as read from a NIR graph."""
 
-    def __init__(self, stages: list[nn.Module], neurons: list[SpikingLayer], readout: str, input_shape: tuple):
+    def __init__(self, stages: list[nn.Module], neurons: list, readout: str, input_shape: tuple):
         handed = iter(neurons)
 
         def factory(shape: tuple[int, ...]) -> SpikingLayer:  # hands out one neuron per stage, in order
             neuron = next(handed)
+            if not isinstance(neuron, SpikingLayer):  # a recurrent layer, sized by its stage's shape
+                return neuron(shape)
             neuron.shape = shape  # read from the graph before its stage's output shape was known
             return neuron
 
         super().__init__(stages, factory, readout, input_shape)
-
-
-def chain(graph: nir.NIRGraph) -> list[tuple[str, nir.NIRNode]]:
-    """The nodes between Input and Output, in order; a NIRError unless the graph is one unbranched chain."""
-    for name, node in graph.nodes.items():
-        if not isinstance(node, (nir.Input, nir.Output, *LAYERS, *NEURONS)):
-            kind = "a subgraph (e.g. a recurrent layer)" if isinstance(node, nir.NIRGraph) else type(node).__name__
-            raise NIRError(f"node {name!r} is {kind}, which cannot be imported; supported: {SUPPORTED}")
-    inputs = [k for k, n in graph.nodes.items() if isinstance(n, nir.Input)]
-    outputs = [k for k, n in graph.nodes.items() if isinstance(n, nir.Output)]
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise NIRError(f"the graph has {len(inputs)} Input and {len(outputs)} Output nodes; one of each is needed")
-    after, before = defaultdict(list), defaultdict(list)
-    for a, b in graph.edges:
-        after[str(a)].append(str(b))
-        before[str(b)].append(str(a))
-    for name in graph.nodes:
-        if len(after[name]) > 1 or len(before[name]) > 1:
-            raise NIRError(
-                f"node {name!r} branches, merges or closes a loop; only linear chains Input -> ... -> Output import"
-            )
-    order, current = [], inputs[0]
-    while current != outputs[0]:
-        if not after[current]:
-            raise NIRError(f"the chain from {inputs[0]!r} stops at {current!r} before reaching {outputs[0]!r}")
-        current = after[current][0]
-        if current in order or current == inputs[0]:
-            raise NIRError(f"node {current!r} is reached twice: recurrent connections are not supported")
-        order.append(current)
-    if len(order) + 1 != len(graph.nodes):
-        stray = sorted(set(graph.nodes) - {inputs[0], *order})
-        raise NIRError(f"nodes {stray} are not on the chain from {inputs[0]!r} to {outputs[0]!r}")
-    return [(name, graph.nodes[name]) for name in order[:-1]]
 
 
 def _uniform(name: str, node: nir.NIRNode, field: str) -> float:
@@ -202,6 +168,26 @@ def _fold_gain(name: str, layers: list[nn.Module], gain: float) -> None:
                 parameter.copy_(parameter.double().mul(gain).float())
 
 
+def _recurrent(name: str, inner: SpikingLayer, rec: str, node: nir.NIRNode, gain: float):
+    """Recurrent(inner) with the weight of the node `rec` (times the neuron's input gain, which scales both of its
+    inputs), made once its stage's output shape is known."""
+    weight = _tensor(node.weight).double().mul(gain).float()
+
+    def make(shape: tuple[int, ...]) -> Recurrent:
+        if len(shape) != 1 or weight.shape[0] != shape[0]:
+            raise NIRError(
+                f"node {rec!r}: a recurrent weight of shape {list(weight.shape)} does not fit the neurons of {name!r}, "
+                f"of shape {list(shape)} (a flat layer of n neurons takes [n, n])"
+            )
+        inner.shape = shape
+        layer = Recurrent(lambda shape: inner, shape=shape)
+        with torch.no_grad():
+            layer.weight.copy_(weight)
+        return layer
+
+    return make
+
+
 def from_nir(graph: nir.NIRGraph, dt: float | None = None, readout: str | None = None) -> NIRNet:
     """A SpikingNet (input `[T, B, *input shape]`) computing what the graph does; NIRError (one line) if it can't.
     `dt`: seconds per step (default: the graph's metadata, else 1e-4); `readout`: spike_count | membrane (default:
@@ -212,7 +198,7 @@ def from_nir(graph: nir.NIRGraph, dt: float | None = None, readout: str | None =
         raise NIRError(f"dt={dt!r} is not allowed: a finite number of seconds > 0")
     dt = float(dt)
     check_finite(graph)
-    nodes = chain(graph)
+    nodes, recurrent = chain(graph)
     stages, neurons, layers = [], [], []
     (input_node,) = (n for n in graph.nodes.values() if isinstance(n, nir.Input))
     input_shape = tuple(int(d) for d in np.asarray(input_node.input_type["input"]).reshape(-1))
@@ -232,6 +218,8 @@ def from_nir(graph: nir.NIRGraph, dt: float | None = None, readout: str | None =
         module, gain = neuron(name, node, dt)
         if gain != 1:
             _fold_gain(name, layers, gain)
+        if name in recurrent:
+            module = _recurrent(name, module, recurrent[name], graph.nodes[recurrent[name]], gain)
         stages.append(nn.Sequential(*layers))
         neurons.append(module)
         layers = []
@@ -284,12 +272,14 @@ def load_nir(path: str | Path, config_folders=()) -> tuple[NIRNet, dict]:
     except Exception as error:  # a malformed node the checks above did not foresee: still one line naming the file
         reason = (str(error).splitlines() or [""])[0]
         raise NIRError(f"{path}: cannot be built ({type(error).__name__}: {reason})") from None
+    nodes, recurrent = chain(graph)
     info = {
         "file": str(path),
         "readout": net.readout,
         "dt": float(metadata.get("dt", DT)),
         "input_shape": [int(d) for d in np.asarray(next(iter(graph.inputs.values())).input_type["input"])],
-        "nodes": [type(node).__name__ for _, node in chain(graph)],
+        "nodes": [type(node).__name__ for _, node in nodes],
+        "recurrent": recurrent,  # {neuron node: its recurrent weight node}
         "metadata": metadata,
         "T": T,
         "encoder": encoder,  # (the project's encoder class, its arguments but T), or None

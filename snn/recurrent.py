@@ -57,8 +57,30 @@ class Recurrent(SpikingLayer):
         return f"shape={self.shape}"
 
     def nir_node(self, dt: float):
-        from snn.nir_graph import NIRError
+        """A NIR subgraph, snnTorch's RLeaky/RSynaptic form: input -> the neuron's node -> output, and the cycle
+        neuron -> rec (nir.Linear, W) -> neuron, whose one-step delay NIR leaves implicit. `to_nir` inlines it, so
+        the cycle lies in the exported graph itself. The wrapped neuron's refusals (ALIF, reset=subtract) stand."""
+        import nir  # only where a graph is made
+        import numpy as np
 
-        raise NIRError(
-            "Recurrent has no NIR node: recurrent connections are not exported yet, so it cannot be exported"
+        from snn.nir_graph import NIRError, _weights
+
+        node = self.neuron.nir_node(dt)
+        if len(self.shape) != 1:
+            raise NIRError(
+                f"Recurrent of shape {self.shape} has no NIR node: NIR's Linear maps flat vectors, so only flat "
+                "recurrent layers (model=rsnn) export"
+            )
+        if not isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF)):
+            raise NIRError(f"Recurrent around a {type(node).__name__} node has no NIR form: its neuron must spike")
+        name, size = type(node).__name__.lower(), np.array(self.shape)
+        return nir.NIRGraph(
+            nodes={
+                "input": nir.Input(input_type={"input": size}),
+                name: node,
+                "rec": nir.Linear(weight=_weights(self.weight)),
+                "output": nir.Output(output_type={"output": size}),
+            },
+            edges=[("input", name), (name, "rec"), ("rec", name), (name, "output")],
+            type_check=False,
         )
