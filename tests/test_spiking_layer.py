@@ -163,11 +163,13 @@ def test_recurrent_synops_are_counted():
     assert stats.compute()["synops"] == 4 * 3 + 3 * 2 + 2 * 3 + 1 * 2
 
 
-def test_recurrent_layers_refuse_export_with_one_line():
-    net = SpikingMLP(partial(Recurrent, partial(LIF, reset="zero")), hidden_sizes=[8], **SIZES)
-    message = "^Recurrent has no NIR node: recurrent connections are not exported yet, so it cannot be exported$"
-    with pytest.raises(NIRError, match=message):
+def test_recurrent_layers_refuse_export_only_for_their_neuron():
+    """A Recurrent layer exports as a cycle (tests/test_nir_recurrent.py); the neuron it wraps refuses as its own."""
+    net = SpikingMLP(partial(Recurrent, partial(LIF, reset="subtract")), hidden_sizes=[8], **SIZES)
+    with pytest.raises(NIRError, match="^the network cannot be exported exactly: it was trained with neuron.reset="):
         to_nir(net, SIZES["input_shape"])
+    net = SpikingMLP(partial(Recurrent, partial(LIF, reset="zero")), hidden_sizes=[8], **SIZES)
+    assert ("stage0_lif", "stage0_rec") in to_nir(net, SIZES["input_shape"]).edges
 
 
 def test_neuron_recurrent_lif_trains_reloads_and_refuses_export(tmp_path, mnist_root):
@@ -181,5 +183,5 @@ def test_neuron_recurrent_lif_trains_reloads_and_refuses_export(tmp_path, mnist_
     module, _ = load_classifier(run / "checkpoints" / "best.ckpt")
     assert [type(n).__name__ for n in module.net.neurons] == ["Recurrent", "Recurrent"]
     assert [n.weight.shape for n in module.net.neurons] == [(16, 16), (10, 10)]
-    with pytest.raises(NIRError, match="^Recurrent has no NIR node"):
+    with pytest.raises(NIRError, match="it was trained with neuron.reset=subtract"):  # the preset's reset
         to_nir(module.net, SIZES["input_shape"])
