@@ -90,6 +90,34 @@ def find_loop(names, edges: list[tuple[str, str]]) -> list[str] | None:
     return None
 
 
+def inline_subgraphs(graph: nir.NIRGraph) -> nir.NIRGraph:
+    """The graph with its subgraph nodes (snnTorch's export writes a recurrent layer as one: input -> lif -> output,
+    lif -> w_rec -> lif) replaced by their nodes, named `<node>.<name>`, and edges; one level (a deeper subgraph stays,
+    to be refused), one entry and one exit each, so the edges grow by at most the subgraphs' own."""
+    if not any(isinstance(node, nir.NIRGraph) for node in graph.nodes.values()):
+        return graph
+    nodes, edges, entry, leave = {}, [], {}, {}
+    for name, node in graph.nodes.items():
+        if not isinstance(node, nir.NIRGraph):
+            nodes[name] = node
+            continue
+        ins = [k for k, n in node.nodes.items() if isinstance(n, nir.Input)]
+        outs = [k for k, n in node.nodes.items() if isinstance(n, nir.Output)]
+        inner = [(str(a), str(b)) for a, b in node.edges]
+        first, last = [b for a, b in inner if a in ins], [a for a, b in inner if b in outs]
+        if len(ins) != 1 or len(outs) != 1 or len(first) != 1 or len(last) != 1:
+            raise NIRError(f"node {name!r} is a subgraph that is not one Input -> ... -> one Output: not imported")
+        entry[name], leave[name] = f"{name}.{first[0]}", f"{name}.{last[0]}"
+        for key, inner_node in node.nodes.items():
+            if key not in (ins[0], outs[0]):
+                if f"{name}.{key}" in graph.nodes:
+                    raise NIRError(f"node {name}.{key!r} is in the graph and in its subgraph {name!r}")
+                nodes[f"{name}.{key}"] = inner_node
+        edges += [(f"{name}.{a}", f"{name}.{b}") for a, b in inner if a not in ins and b not in outs]
+    edges += [(leave.get(str(a), str(a)), entry.get(str(b), str(b))) for a, b in graph.edges]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=graph.metadata, type_check=False)
+
+
 def chain(graph: nir.NIRGraph) -> tuple[list[tuple[str, nir.NIRNode]], dict[str, str]]:
     """(the nodes between Input and Output in order, {neuron: its recurrent weight node}); a NIRError unless the
     graph is one unbranched chain with, at most, a recurrent connection per spiking neuron."""

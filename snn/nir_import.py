@@ -26,7 +26,7 @@ from torch import nn
 
 from snn.architectures import READOUTS, SpikingNet
 from snn.neurons import IF, LIF
-from snn.nir_chain import LAYERS, chain
+from snn.nir_chain import LAYERS, chain, inline_subgraphs
 from snn.nir_checks import check_declared_sizes, check_finite, stored_data, stored_encoder, stored_T
 from snn.nir_graph import DT, NIRError, leaky_node
 from snn.recurrent import Recurrent
@@ -197,6 +197,7 @@ def from_nir(graph: nir.NIRGraph, dt: float | None = None, readout: str | None =
     if not (isinstance(dt, (int, float, np.floating)) and np.isfinite(dt) and dt > 0):
         raise NIRError(f"dt={dt!r} is not allowed: a finite number of seconds > 0")
     dt = float(dt)
+    graph = inline_subgraphs(graph)  # snnTorch's recurrent layers: a subgraph node each
     check_finite(graph)
     nodes, recurrent = chain(graph)
     stages, neurons, layers = [], [], []
@@ -272,7 +273,7 @@ def load_nir(path: str | Path, config_folders=()) -> tuple[NIRNet, dict]:
     except Exception as error:  # a malformed node the checks above did not foresee: still one line naming the file
         reason = (str(error).splitlines() or [""])[0]
         raise NIRError(f"{path}: cannot be built ({type(error).__name__}: {reason})") from None
-    nodes, recurrent = chain(graph)
+    nodes, recurrent = chain(inline_subgraphs(graph))
     info = {
         "file": str(path),
         "readout": net.readout,

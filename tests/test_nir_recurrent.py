@@ -171,3 +171,25 @@ def test_trained_rsnn_exports_with_the_command_and_reads_back_the_same(rsnn_chec
     assert trace.spikes[0].sum() > 0
     assert all(torch.equal(a, b) for a, b in zip(trace.spikes, trace_back.spikes))
     assert torch.equal(logits, logits_back) and net.readout == module.net.readout == "membrane"
+
+
+def test_snntorch_nested_form_reads_back_the_same():
+    """snnTorch's export writes a recurrent layer as one subgraph node (input -> lif -> output, lif -> w_rec -> lif),
+    which is what Recurrent.nir_node gives: a graph holding it reads back as the exported cycle does."""
+    net = recurrent_net("lif", hidden=(20,))
+    flat = to_nir(net, SIZES["input_shape"])
+    nodes = {k: v for k, v in flat.nodes.items() if k not in ("stage0_lif", "stage0_rec")}
+    nodes["rlif"] = net.neurons[0].nir_node(1e-4)
+    assert isinstance(nodes["rlif"], nir.NIRGraph) and ("input", "lif") in nodes["rlif"].edges
+    renamed = {"stage0_lif": "rlif"}
+    edges = [(renamed.get(a, a), renamed.get(b, b)) for a, b in flat.edges if "stage0_rec" not in (a, b)]
+    nested = nir.NIRGraph(nodes=nodes, edges=edges, metadata=flat.metadata, type_check=False)
+    x = spikes_in((10, 4, 1, 28, 28))
+    with torch.no_grad():
+        assert torch.equal(from_nir(nested)(x), net(x))
+    nodes["rlif"].edges.append(("input", "rec"))  # two ways in: not a chain
+    with pytest.raises(NIRError, match="^node 'rlif' is a subgraph that is not one Input -> ... -> one Output"):
+        from_nir(nested)
+    nodes["rlif"].edges.remove(("input", "lif"))  # W (I[t] + s[t-1]) (snnTorch's importer's wiring): not ours
+    with pytest.raises(NIRError, match="^node 'rlif.rec' closes a loop with 'rlif.lif' but has other edges too"):
+        from_nir(nested)
