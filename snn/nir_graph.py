@@ -201,8 +201,8 @@ def to_nir(net: nn.Module, input_shape: tuple[int, ...], metadata: dict | None =
     `input_shape`: one sample's, `[C, H, W]`, as the data module the net was trained on says (snn/data.py).
     `metadata` (T, encoder, ...) is stored in the graph beside the source, dt and the readout. Each stage's neuron
     gives its own node (`nir_node`, snn/spiking_layer.py); a recurrent layer's subgraph is inlined, so that its
-    cycle `stage<i>_lif -> stage<i>_rec -> stage<i>_lif` lies in the graph itself (the NIR paper's convention, which
-    snnTorch's importer reads)."""
+    cycle `stage<i>_lif -> stage<i>_rec -> stage<i>_lif` lies in the graph itself (the NIR paper's convention;
+    snnTorch 1.0's importer reads it, as W (I + s[t-1]): docs/nir.md)."""
     if not getattr(net, "spiking", False) or not hasattr(net, "stages"):
         raise NIRError(f"{type(net).__name__} is not a spiking network: only spiking models export to NIR")
     check_exportable(net, dt)
