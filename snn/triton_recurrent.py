@@ -23,8 +23,8 @@ from snn.alif import ALIF
 from snn.neurons import LIF
 from snn.synaptic import RESETS as SYNAPTIC_RESETS
 from snn.synaptic import Synaptic
-from snn.triton_kernels import NO_FUSION, _grid, _on, _surrogate_derivative
 from snn.triton_kernels import BLOCK as _BLOCK
+from snn.triton_kernels import NO_FUSION, _grid, _on, _surrogate_derivative
 
 NEURONS = (LIF, ALIF, Synaptic)  # NEURON in the kernels: their index here
 
@@ -200,15 +200,15 @@ class _RecurrentLoop(torch.autograd.Function):
         gm = None if grad_membrane is None else grad_membrane.reshape(T, E).to(f32).contiguous()
         params = ctx.needs_input_grad[2] or ctx.needs_input_grad[3]
         grad_beta, grad_rho = [torch.zeros(E, dtype=f32, device=device) for _ in "br"] if params else [carry] * 2
-        flags = dict(NEURON=kind, RESET=reset, KIND=kernel_id, HAS_GS=gs is not None, HAS_GM=gm is not None)
+        flags = {"NEURON": kind, "RESET": reset, "KIND": kernel_id, "HAS_GS": gs is not None, "HAS_GM": gm is not None}
         flags.update(PARAMS=params, BLOCK=_BLOCK, **NO_FUSION)
         with _on(device), torch.autocast(device.type, enabled=False):
-            for t in range(T - 1, -1, -1):
+            for t in range(T - 1, -1, -1):  # a missing gradient: the membrane stands in, never read
                 _step_backward[_grid(E)](
                     grad[t], grad[t + 1], carry, membrane[t] if gs is None else gs[t], feedback,
                     membrane[t] if gm is None else gm[t], membrane[t], membrane[t - 1], state[t if kind == 1 else 0],
                     beta, rho, grad_beta, grad_rho, E, t, threshold, adaptation, slope, **flags,
-                )  # fmt: skip  (a missing gradient: the membrane stands in, never read)
+                )  # fmt: skip
                 if t:
                     torch.mm(grad[t].view(B, n), W, out=feedback)
             grad_weight = None

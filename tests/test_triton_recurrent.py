@@ -209,5 +209,5 @@ def test_recurrent_kernels_compile_for_a_gpu_without_fused_multiply_adds():
         for reset in range(resets):
             ptx = build(tr._step_forward, forward, NEURON=neuron, RESET=reset, FIRST=False, BLOCK=tr._BLOCK)
             assert ".entry" in ptx and "fma." not in ptx
-            flags = dict(KIND=reset, HAS_GS=True, HAS_GM=reset == 1, PARAMS=neuron < 2, BLOCK=tr._BLOCK)
+            flags = {"KIND": reset, "HAS_GS": True, "HAS_GM": reset == 1, "PARAMS": neuron < 2, "BLOCK": tr._BLOCK}
             assert ".entry" in build(tr._step_backward, backward, NEURON=neuron, RESET=reset, **flags)
