@@ -62,8 +62,13 @@ def _assert_agree(layer: Recurrent, current: torch.Tensor, monkeypatch, steps: i
     """Spikes equal (the same GEMM and the same operations in the same order as the step loop), membranes and the
     gradients (the current's, W's, the learned decays') to float tolerance. The reference is the step loop in float32
     from the same current: the kernels' state is float32 whatever the current's type."""
-    assert recurrent._in_triton(layer.neuron)
-    fast = _run(layer, current, steps, monkeypatch, "triton")
+    from snn import triton_recurrent
+
+    calls = []
+    with monkeypatch.context() as patch:  # the Triton path ran, not the step loop it is compared with
+        patch.setattr(triton_recurrent, "run", lambda *args, run=triton_recurrent.run: calls.append(1) or run(*args))
+        fast = _run(layer, current, steps, monkeypatch, "triton")
+    assert calls and recurrent._in_triton(layer.neuron)
     slow = _run(layer, current.float(), steps, monkeypatch, "torch")
     assert fast[0].dtype == fast[2][0].dtype == current.dtype and fast[1].dtype == torch.float32
     assert torch.equal(fast[0].float(), slow[0])
