@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # On a machine with a CUDA GPU, in under 5 minutes: the `gpu` tests (each run on the GPU against the same run on the
-# CPU), then the training throughput of the MLP (T=25) and of the conv SNN on the GPU against snnTorch and, where
-# installed, SpikingJelly (torch, cupy and triton backends). The numbers go to docs/results/gpu/<GPU>_<time>.txt
-# (a new file each time: nothing recorded before is overwritten). See docs/gpu.md.
+# CPU), then the training throughput of the MLP (T=25), of the conv SNN and of the recurrent net (T=28 and T=784) on
+# the GPU against snnTorch and, where installed, SpikingJelly (torch, cupy and triton backends). The numbers go to
+# docs/results/gpu/<GPU>_<time>.txt (a new file each time: nothing recorded before is overwritten). See docs/gpu.md.
 #   bash benchmarks/gpu_check.sh            (inside the project's virtual environment)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +29,12 @@ python -m pytest -q -m gpu 2>&1 | tee "$out.tests" || tests=$?   # the numbers a
     echo
     echo "## conv SNN (baseline=csnn), T=4, batch 128"
     python benchmarks/throughput.py --device cuda --net conv
+    echo
+    echo "## recurrent SNN (model=rsnn's net, 256 recurrent LIF), row by row, T=28, batch 128"
+    python benchmarks/throughput.py --device cuda --net rsnn --T 28
+    echo
+    echo "## the same pixel by pixel (S-MNIST), T=784, batch 128 (fewer timed steps: ~3,000 launches a step)"
+    python benchmarks/throughput.py --device cuda --net rsnn --steps 4 --rounds 3
 } 2>&1 | tee "$out"
 rm -f "$out.tests"
 echo "written to $out"

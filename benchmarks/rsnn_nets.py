@@ -3,7 +3,8 @@
 in-256-10: the image as a sequence of T steps of 784/T pixels each (T=784: one pixel per step, S-MNIST; T=28: one
 row per step), a Linear into 256 LIF neurons whose spikes feed back through an all-to-all weight, a Linear into 10
 LIF neurons (feed-forward); the loss reads the output membrane's mean over time. LIF beta=0.9, threshold 1, subtract
-reset detached, the atan surrogate. `breakdown` times the parts of this project's fused loop.
+reset detached, the atan surrogate. `breakdown` times the parts of this project's fused loop on CPU. On a GPU
+"this project" is the Triton path (snn/triton_recurrent.py) and "no C++ kernels" the plain step loop.
 """
 
 import time
@@ -37,7 +38,7 @@ class OursRecurrent(nn.Module):
 
 
 class OursRecurrentStepLoop(OursRecurrent):
-    """This project without its C++ kernels (SNN_KERNELS=0): Recurrent's plain autograd step loop."""
+    """This project without its C++ or Triton kernels (SNN_KERNELS=0): Recurrent's plain autograd step loop."""
 
     kernels = False
 
@@ -116,7 +117,7 @@ def breakdown(model: OursRecurrent, images: torch.Tensor) -> None:
     """Where a training step of this project's fused loop goes: the C++ forward loop, the C++ backward loop and, of
     it, the dense per-step products through W; beside them the dense dW GEMM that the loop's event-driven weight
     gradient replaces (each timed alone, on this batch's currents)."""
-    if kernels.load() is None:
+    if images.device.type != "cpu" or kernels.load() is None:  # the C++ loop's parts: CPU only
         return
     kernels.enabled = True  # the fused loop, whichever row ran last
     ext, layer = kernels.load(), model.net.neurons[0]

@@ -3,7 +3,7 @@
     python benchmarks/throughput.py                  # the MLP: rate and direct input, T=25, batch 128 (float32, bf16)
     python benchmarks/throughput.py --net conv       # the conv SNN of baseline=csnn: direct input, T=4, batch 128
     python benchmarks/throughput.py --net rsnn       # the recurrent S-MNIST net 1-256-10, T=784 (--T 28: by rows)
-    python benchmarks/throughput.py --device cuda    # the same on a GPU
+    python benchmarks/throughput.py --device cuda    # the same on a GPU (--net rsnn too: Triton, cuBLAS)
 
 Compared in one process: this project (fused multi-step LIF, event-driven input products; on CPU in C++, on a GPU
 in Triton, and for reference with dense products and with no C++ or Triton kernels at all); the usual snnTorch loop
@@ -215,7 +215,11 @@ def mlp_candidates(hidden):
 
 
 def spikingjelly_gpu_rows(net, hidden, device):
-    """Rows for SpikingJelly's fused GPU backends (cupy, triton), where they are installed and run here."""
+    """Rows for SpikingJelly's fused GPU backends (cupy, triton), where they are installed and run here. None for
+    the recurrent net: SpikingJelly's recurrent container steps a single-step neuron, which its fused backends do not
+    run."""
+    if net == "rsnn":
+        return []
     try:
         from spikingjelly.activation_based import neuron
     except ImportError:

@@ -5,7 +5,7 @@ the callers run their plain tensor code. SNN_KERNELS=require turns a failed buil
 fallback would hide broken kernels).
 
 On GPUs the neurons' recurrences (LIF, ALIF, Synaptic) run as Triton kernels (`snn.triton_kernels`,
-`snn.triton_temporal`), where Triton imports; SNN_KERNELS=triton
+`snn.triton_temporal`; inside a recurrent layer `snn.triton_recurrent`), where Triton imports; SNN_KERNELS=triton
 forces them (also on CPU tensors under TRITON_INTERPRET=1, Triton's interpreter: how CI tests them) and stops with
 one line where they cannot run. `backend` decides which code runs the time loops.
 """
@@ -124,7 +124,7 @@ def _forced_triton(tensor: torch.Tensor) -> str:
 def backend(tensor: torch.Tensor) -> str:
     """Which code runs the neurons' time loops on `tensor`: "cpp" (csrc/lif.cpp, alif.cpp, synaptic.cpp: CPU),
     "triton" (snn.triton_kernels, snn.triton_temporal: CUDA) or "torch" (tensor ops per step, anywhere). The one
-    place that decides, for LIF, ALIF and Synaptic alike."""
+    place that decides, for LIF, ALIF, Synaptic and the recurrent layer alike."""
     if mode == "triton":
         return _forced_triton(tensor)
     if not enabled:

@@ -6,7 +6,8 @@ input current at the next step:
 `W` is `[n, n]` for the layer's n = prod(shape) neurons (W[i, j]: from neuron j to neuron i, self-connections
 included). The wrapped neuron is any SpikingLayer that implements `step`; time runs through `SpikingLayer.run`'s step
 loop with plain autograd, or, for LIF, IF and PLIF on CPU, through one fused event-driven loop in C++
-(snn.recurrent_fused; SNN_KERNELS=0 keeps the step loop). As a neuron factory
+(snn.recurrent_fused), and for LIF, IF, PLIF, ALIF and Synaptic on GPUs through a GEMM and one Triton kernel per
+step (snn.triton_recurrent); `kernels.backend` decides, SNN_KERNELS=0 keeps the step loop. As a neuron factory
 (`neuron=partial(Recurrent, partial(LIF, beta=0.9))`, or a yaml with a nested `_partial_` neuron) it makes any
 SpikingNet recurrent without changing `SpikingNet.forward`.
 """
@@ -17,8 +18,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from snn import recurrent_fused
+from snn import kernels, recurrent_fused
+from snn.alif import ALIF
+from snn.neurons import LIF
 from snn.spiking_layer import SpikingLayer
+from snn.synaptic import Synaptic
+
+IN_TRITON = (LIF, ALIF, Synaptic)  # with their class's own step: snn.triton_recurrent runs its equations
 
 
 class Recurrent(SpikingLayer):
@@ -35,7 +41,12 @@ class Recurrent(SpikingLayer):
         self.weight = nn.Parameter(torch.empty(n, n).uniform_(-1 / math.sqrt(n), 1 / math.sqrt(n)))
 
     def run(self, current: torch.Tensor, steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        if recurrent_fused.applies(self.neuron, current, self.weight):
+        backend = kernels.backend(current)  # the one place that decides (SNN_KERNELS=triton refuses where it can't)
+        if backend == "triton" and _in_triton(self.neuron):
+            from snn import triton_recurrent  # imports Triton, which kernels.backend found
+
+            return triton_recurrent.run(self.neuron, self.weight, current, steps)
+        if backend == "cpp" and recurrent_fused.applies(self.neuron, current, self.weight):
             return recurrent_fused.run(self.neuron, self.weight, current, steps)
         return super().run(current, steps)
 
@@ -84,3 +95,10 @@ class Recurrent(SpikingLayer):
             edges=[("input", name), (name, "rec"), ("rec", name), (name, "output")],
             type_check=False,
         )
+
+
+def _in_triton(neuron) -> bool:
+    """Whether snn.triton_recurrent runs this neuron: LIF (IF, PLIF), ALIF or Synaptic stepping as its class does
+    (not a subclass with other dynamics), with a surrogate that has a kernel."""
+    own = next((cls for cls in IN_TRITON if isinstance(neuron, cls)), None)
+    return own is not None and type(neuron).step is own.step and neuron.surrogate.kernel_id is not None

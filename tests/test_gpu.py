@@ -1,5 +1,6 @@
-"""The same runs on a CUDA device as on the CPU: training (MLP and conv SNN, float32 and bf16), evaluate.py, the
-sparse-input and pooling layers, a 1-device trainer=ddp run. Marked `gpu` (python -m pytest -m gpu, as
+"""The same runs on a CUDA device as on the CPU: training (MLP and conv SNN, float32 and bf16; the recurrent ALIF net
+of experiment=smnist_rows), evaluate.py, the sparse-input and pooling layers, the recurrent layer, a 1-device
+trainer=ddp run. Marked `gpu` (python -m pytest -m gpu, as
 benchmarks/gpu_check.sh runs them) and skipped where torch sees no CUDA device.
 
 The CPU runs use the C++ kernels, the CUDA runs the Triton ones (or the tensor code where Triton is missing):
@@ -11,14 +12,16 @@ import json
 import os
 import subprocess
 import sys
+from functools import partial
 
 import pytest
 import torch
 
-from snn import kernels
+from snn import kernels, recurrent
 from snn.alif import ALIF
 from snn.neurons import LIF, PLIF
 from snn.pooling import MaxPool2d
+from snn.recurrent import Recurrent
 from snn.sparse_input import SparseInputLinear
 from snn.synaptic import Synaptic
 from tests.conftest import ROOT, TINY, train_tiny
@@ -86,6 +89,62 @@ def test_the_neurons_run_in_triton_and_match_the_cpu_kernels(name):
         torch.testing.assert_close(m1, m2)
     for a, b in zip(g1, g2):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+RECURRENT = {
+    "lif-zero": partial(LIF, 0.9, 1.0, "zero"),
+    "plif-subtract": partial(PLIF, 0.8, 1.0, "subtract"),
+    "alif-learnable-subtract": partial(ALIF, 0.9, 1.0, 1.8, 20.0, learnable=True, reset="subtract"),
+    "synaptic-zero": partial(Synaptic, 0.8, 0.9, 1.0, "zero"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECURRENT))
+def test_the_recurrent_layer_runs_in_triton_and_matches_the_cpu(name, monkeypatch):
+    """Recurrent on CUDA takes snn.triton_recurrent (where Triton imports): the same spikes as its plain step loop on
+    the same GPU (the same cuBLAS product for the feedback, the same operations after it), membranes and gradients
+    to float tolerance. Against the CPU (the C++ loop or the step loop) the feedback is summed in another order: a
+    spike at the threshold's edge may flip and its effect recur, so the runs are compared closely only where no spike
+    flipped."""
+    torch.manual_seed(0)
+    layer, n = Recurrent(RECURRENT[name], shape=(128,)), 128
+    current = torch.randn(20, 16, n) * 0.6 + 0.25
+    if name.startswith("synaptic"):
+        current *= 0.2  # the synaptic current sums about 1 / (1 - alpha) steps
+
+    def outputs(device, backend=None):
+        with monkeypatch.context() as patch:
+            if backend is not None:
+                patch.setattr(kernels, "backend", lambda tensor: backend)
+            x = current.to(device).requires_grad_()
+            spikes, membrane = layer.to(device).run(x)
+            grads = torch.autograd.grad(spikes.sum() + membrane.square().sum(), [x, *layer.parameters()])
+        return [t.detach().cpu() for t in (spikes, membrane, *grads)]
+
+    if kernels.triton() is not None:
+        assert kernels.backend(torch.zeros(1, device="cuda")) == "triton" and recurrent._in_triton(layer.neuron)
+    fast, stepped, cpu = outputs("cuda"), outputs("cuda", "torch"), outputs("cpu")
+    assert 0.01 < fast[0].mean() < 0.9
+    assert torch.equal(fast[0], stepped[0])
+    for a, b in zip(fast[1:], stepped[1:]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * max(1.0, float(b.abs().max())))
+    flipped = (fast[0] != cpu[0]).float().mean()
+    assert flipped < 0.05
+    if flipped == 0:
+        for a, b in zip(fast[1:], cpu[1:]):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * max(1.0, float(b.abs().max())))
+
+
+def test_recurrent_alif_trains_on_cuda_as_on_cpu(tmp_path, mnist_root):
+    """experiment=smnist_rows, tiny: recurrent learnable ALIF, row by row (T = 28); Triton on the GPU, the CPU's own
+    loop on the CPU. One epoch: little room for a flipped spike to grow."""
+    overrides = ("experiment=smnist_rows", "model.hidden_sizes=[32]", "trainer.max_epochs=1", *DETERMINISTIC[1:])
+    cpu, gpu = [
+        _results(train_tiny(tmp_path / device, mnist_root, *overrides, f"trainer.accelerator={device}"))
+        for device in ("cpu", "gpu")
+    ]
+    assert gpu["test/acc"] == pytest.approx(cpu["test/acc"], abs=3 * ONE_PREDICTION)
+    assert gpu["test/loss"] == pytest.approx(cpu["test/loss"], rel=5e-2)
 
 
 def test_sparse_input_and_pooling_layers_on_cuda_match_the_cpu_kernels():
