@@ -33,6 +33,7 @@ from snn.recurrent import Recurrent
 from snn.spiking_layer import SpikingLayer
 from snn.synaptic import Synaptic
 
+
 class LeakyIntegrator(LIF):
     """NIR's LI: a LIF that never fires (threshold +inf), so its membrane integrates with leak and no reset."""
 

@@ -90,7 +90,7 @@ def hostile_graph(folder, encoder):
     [
         ("open", "metadata encoder.payload is not allowed: the rate encoder takes gain (and name)"),
         ("copyfile", "metadata encoder.payload is not allowed"),
-        ("path", "metadata encoder.name='../x' is not allowed: one of direct, latency, rate"),
+        ("path", "metadata encoder.name='../x' is not allowed: one of delta, direct, latency, rate, sequential"),
     ],
 )
 def test_a_hostile_graph_metadata_runs_nothing(tmp_path, mnist_root, kind, message):
