@@ -34,12 +34,18 @@ def is_class_path(key: str) -> bool:
 
 
 def naming_keys(keys: list[dict], leave_out: tuple[str, ...] = ()) -> list[str]:
-    """The fewest leading differing keys that tell these (distinct) keys apart: short labels."""
+    """Differing keys that tell these (distinct) keys apart, in order, each kept only if it splits configurations the
+    keys before it left together: short labels, without keys that merely repeat another's split."""
     differing = [k for k in differing_keys(keys) if k not in leave_out and not is_class_path(k)]
-    for size in range(len(differing)):
-        if len({json.dumps([key.get(k) for k in differing[:size]]) for key in keys}) == len(keys):
-            return differing[:size]
-    return differing
+    names: list[str] = []
+    groups = 1
+    for k in differing:
+        split = len({json.dumps([key.get(n) for n in [*names, k]]) for key in keys})
+        if split > groups:
+            names, groups = [*names, k], split
+        if groups == len(keys):
+            break
+    return names
 
 
 def label(key: dict, names: list[str]) -> str:

@@ -179,7 +179,7 @@ def test_differences_to_a_reference_by_welch(tmp_path, capsys):
     assert report([str(tmp_path), "--reference", "model=ann"]) == 0
     comparison = (tmp_path / "comparison.md").read_text()
     assert comparison in capsys.readouterr().out
-    assert comparison.startswith("Reference: model=ann,neuron=none,encoder=none,T=1 (n=3; test acc (%) 98.20 ± 0.20)")
+    assert comparison.startswith("Reference: model=ann,T=1 (n=3; test acc (%) 98.20 ± 0.20)")
     rows = {row[0].split("T=")[1].split(",")[0]: row[1:] for row in table_rows(tmp_path / "comparison.md")}
     # equal n and spreads: standard error sqrt(2 * 0.2^2 / 3) = 0.1633 pp, Welch dof 4, half-width 2.776 * 0.1633
     assert rows["1"] == ["3", "97.20 ± 0.20", "-1.00", "[-1.45, -0.55]", "4.0", "lower"]
