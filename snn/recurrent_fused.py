@@ -21,7 +21,7 @@ from snn.synaptic import RESETS, Synaptic
 
 # The share of a block of batch rows' neurons spiking at t-1 above which the forward computes the block's feedback as
 # one dense GEMM instead of adding W's columns spike by spike (measured on this project's 2-core machine: docs/speed.md).
-DENSE_ABOVE = 0.1
+DENSE_ABOVE = 0.4
 
 
 def _own_dynamics(neuron, cls) -> bool:
