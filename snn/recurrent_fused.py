@@ -20,7 +20,7 @@ from snn.neurons import LIF
 from snn.synaptic import RESETS, Synaptic
 
 # The share of a block of batch rows' neurons spiking at t-1 above which the forward computes the block's feedback as
-# one dense GEMM instead of adding W's columns spike by spike (measured on this project's 2-core machine: docs/speed.md).
+# one dense GEMM instead of adding W's columns spike by spike (measured on the 2-core machine: docs/speed.md).
 DENSE_ABOVE = 0.4
 
 
