@@ -160,7 +160,8 @@ def test_fused_equals_snntorch_rleaky_step_for_step():
         _close(a, b)
 
 
-def test_where_the_fused_loop_applies():
+def test_where_the_fused_loop_applies(monkeypatch):
+    monkeypatch.setattr(kernels, "enabled", True)  # also under SNN_KERNELS=0: what applies where kernels are on
     current = torch.zeros(3, 2, 4)
     lif = Recurrent(partial(LIF), shape=(4,))
     assert recurrent_fused.applies(lif.neuron, current, lif.weight)
