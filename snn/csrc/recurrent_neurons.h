@@ -87,22 +87,35 @@ struct Alif {
   template <int64_t kind>
   void backward(const float* const* at, const float* const*, const float* ds, const float* gm,
                 const float* const* later, float* const* out, float* acc, int64_t n) const {
+    if (!later)
+      row_backward<kind, false, false>(at, ds, gm, later, out, acc, n);
+    else if (acc)
+      row_backward<kind, true, true>(at, ds, gm, later, out, acc, n);
+    else
+      row_backward<kind, true, false>(at, ds, gm, later, out, acc, n);
+  }
+
+  // The branches on a later step and on the parameter gradients resolved at compile time: the loop vectorises.
+  template <int64_t kind, bool kLater, bool kAcc>
+  void row_backward(const float* const* at, const float* ds, const float* gm, const float* const* later,
+                    float* const* out, float* acc, int64_t n) const {
     const float *u = at[0], *a = at[1];
-    const float *gu1 = later ? later[0] : nullptr, *ga1 = later ? later[1] : nullptr;
+    const float *gu1 = kLater ? later[0] : nullptr, *ga1 = kLater ? later[1] : nullptr;
     float *gu = out[0], *ga = out[1];
+#pragma omp simd
     for (int64_t e = 0; e < n; ++e) {
       const float theta = a[e] * adp + th;
       const float spiked = u[e] > theta ? 1.0f : 0.0f;
       float g_spike = ds ? ds[e] : 0.0f;
-      if (ga1) g_spike += (1.0f - R[e]) * ga1[e];  // S[t] raises a[t+1]
+      if constexpr (kLater) g_spike += (1.0f - R[e]) * ga1[e];  // S[t] raises a[t+1]
       const float d = surrogate_derivative<kind>(u[e] - theta, slope) * g_spike;
       const float keep = zero_reset ? 1.0f - spiked : 1.0f;
       float g_u = d, g_a = -adp * d;
       if (gm) g_u += gm[e];
-      if (gu1) {
+      if constexpr (kLater) {
         g_u += B[e] * keep * gu1[e];
         g_a += R[e] * ga1[e];
-        if (acc) acc[e] += gu1[e] * keep * u[e], acc[n + e] += ga1[e] * (a[e] - spiked);
+        if constexpr (kAcc) acc[e] += gu1[e] * keep * u[e], acc[n + e] += ga1[e] * (a[e] - spiked);
       }
       gu[e] = g_u;
       ga[e] = g_a;
