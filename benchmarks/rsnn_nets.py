@@ -3,8 +3,9 @@
 in-256-10: the image as a sequence of T steps of 784/T pixels each (T=784: one pixel per step, S-MNIST; T=28: one
 row per step), a Linear into 256 LIF neurons whose spikes feed back through an all-to-all weight, a Linear into 10
 LIF neurons (feed-forward); the loss reads the output membrane's mean over time. LIF beta=0.9, threshold 1, subtract
-reset detached, the atan surrogate. `breakdown` times the parts of this project's fused loop on CPU. On a GPU
-"this project" is the Triton path (snn/triton_recurrent.py) and "no C++ kernels" the plain step loop.
+reset detached, the atan surrogate; the ALIF row is the S-MNIST presets' neuron (learnable beta and rho,
+tau_adaptation 200). `breakdown` times the parts of this project's fused loop on CPU. On a GPU "this project" is the
+Triton path (snn/triton_recurrent.py) and "no C++ kernels" the plain step loop.
 """
 
 import time
@@ -14,7 +15,8 @@ import snntorch
 import torch
 from torch import nn
 
-from snn import kernels
+from snn import kernels, recurrent_fused
+from snn.alif import ALIF
 from snn.architectures import SpikingMLP
 from snn.neurons import LIF
 
@@ -35,6 +37,17 @@ class OursRecurrent(nn.Module):
 
     def forward(self, images):
         return self.net(sequence(images, self.T))
+
+
+class OursRecurrentAlif(OursRecurrent):
+    """experiment=smnist's network: recurrent ALIF (learned per-neuron beta and rho), the same fused loop."""
+
+    def __init__(self, T):
+        nn.Module.__init__(self)
+        self.T = T
+        neuron = partial(ALIF, beta=0.9, tau_adaptation=200.0, learnable=True)
+        self.net = SpikingMLP(neuron, [HIDDEN], readout="membrane", recurrent=True, input_shape=(784 // T,),
+                              num_classes=10)  # fmt: skip
 
 
 class OursRecurrentStepLoop(OursRecurrent):
@@ -93,6 +106,7 @@ def candidates():
     """(input, name, constructor taking T) rows of the recurrent table."""
     rows = [
         ("sequence", "this project", OursRecurrent),
+        ("sequence", "this project, ALIF (learnable)", OursRecurrentAlif),
         ("sequence", "this project, no C++ kernels", OursRecurrentStepLoop),
         ("sequence", "snnTorch loop", SnntorchRLeaky),
     ]
@@ -126,7 +140,7 @@ def breakdown(model: OursRecurrent, images: torch.Tensor) -> None:
         current = model.net.stages[0](x.flatten(0, 1)).view(*x.shape[:2], -1).contiguous()
         W = layer.weight.detach()
     T, B, n = current.shape
-    forward = partial(ext.recurrent_lif_forward, current, W, T, 0.9, 1.0, False)
+    forward = partial(ext.recurrent_lif_forward, current, W, T, 0.9, 1.0, False, recurrent_fused.DENSE_ABOVE)
     spikes, membrane = forward()
     grad = torch.randn_like(membrane)
     backward = partial(ext.recurrent_lif_backward, grad, None, membrane, W, 0.9, 1.0, False, 0, 2.0, True)

@@ -5,9 +5,9 @@ input current at the next step:
 
 `W` is `[n, n]` for the layer's n = prod(shape) neurons (W[i, j]: from neuron j to neuron i, self-connections
 included). The wrapped neuron is any SpikingLayer that implements `step`; time runs through `SpikingLayer.run`'s step
-loop with plain autograd, or, for LIF, IF and PLIF on CPU, through one fused event-driven loop in C++
-(snn.recurrent_fused), and for LIF, IF, PLIF, ALIF and Synaptic on GPUs through a GEMM and one Triton kernel per
-step (snn.triton_recurrent); `kernels.backend` decides, SNN_KERNELS=0 keeps the step loop. As a neuron factory
+loop with plain autograd, or, for LIF, IF, PLIF, ALIF and Synaptic, on CPU through one fused event-driven loop in
+C++ (snn.recurrent_fused) and on GPUs through a GEMM and one Triton kernel per step (snn.triton_recurrent);
+`kernels.backend` decides, SNN_KERNELS=0 keeps the step loop. As a neuron factory
 (`neuron=partial(Recurrent, partial(LIF, beta=0.9))`, or a yaml with a nested `_partial_` neuron) it makes any
 SpikingNet recurrent without changing `SpikingNet.forward`.
 """

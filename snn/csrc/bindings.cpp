@@ -16,12 +16,31 @@ torch::Tensor lif_backward(const c10::optional<torch::Tensor>& grad_spikes,
                            c10::ScalarType dtype, bool sum_over_time);
 
 std::vector<torch::Tensor> recurrent_lif_forward(const torch::Tensor& current, const torch::Tensor& weight, int64_t T,
-                                                 double beta, double threshold, bool zero_reset);
+                                                 double beta, double threshold, bool zero_reset, double dense_above);
 std::vector<torch::Tensor> recurrent_lif_backward(const c10::optional<torch::Tensor>& grad_spikes,
                                                   const c10::optional<torch::Tensor>& grad_membrane,
                                                   const torch::Tensor& membrane, const torch::Tensor& weight,
                                                   double beta, double threshold, bool zero_reset, int64_t surrogate,
                                                   double slope, bool weight_grad);
+std::vector<torch::Tensor> recurrent_alif_forward(const torch::Tensor& current, const torch::Tensor& weight, int64_t T,
+                                                  const torch::Tensor& beta, const torch::Tensor& rho,
+                                                  double threshold, double adaptation, bool zero_reset,
+                                                  double dense_above);
+std::vector<torch::Tensor> recurrent_alif_backward(const c10::optional<torch::Tensor>& grad_spikes,
+                                                   const c10::optional<torch::Tensor>& grad_membrane,
+                                                   const torch::Tensor& membrane, const torch::Tensor& adapt,
+                                                   const torch::Tensor& weight, const torch::Tensor& beta,
+                                                   const torch::Tensor& rho, double threshold, double adaptation,
+                                                   bool zero_reset, int64_t surrogate, double slope, bool weight_grad,
+                                                   bool param_grads);
+std::vector<torch::Tensor> recurrent_synaptic_forward(const torch::Tensor& current, const torch::Tensor& weight,
+                                                      int64_t T, double alpha, double beta, double threshold,
+                                                      int64_t reset, double dense_above);
+std::vector<torch::Tensor> recurrent_synaptic_backward(const c10::optional<torch::Tensor>& grad_spikes,
+                                                       const c10::optional<torch::Tensor>& grad_membrane,
+                                                       const torch::Tensor& membrane, const torch::Tensor& weight,
+                                                       double alpha, double beta, double threshold, int64_t reset,
+                                                       int64_t surrogate, double slope, bool weight_grad);
 
 std::vector<torch::Tensor> max_pool2x2_forward(const torch::Tensor& x);
 torch::Tensor max_pool2x2_backward(const torch::Tensor& grad, const torch::Tensor& index, int64_t H, int64_t W);
@@ -51,6 +70,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lif_backward", &lif_backward, "the LIF gradient with respect to its input current, through time (or summed over it)");
   m.def("recurrent_lif_forward", &recurrent_lif_forward, "a recurrent LIF layer through time, event-driven feedback");
   m.def("recurrent_lif_backward", &recurrent_lif_backward, "its input and recurrent weight gradients, through time");
+  m.def("recurrent_alif_forward", &recurrent_alif_forward, "a recurrent adaptive LIF layer through time");
+  m.def("recurrent_alif_backward", &recurrent_alif_backward, "its input, weight, beta and rho gradients");
+  m.def("recurrent_synaptic_forward", &recurrent_synaptic_forward, "a recurrent Synaptic layer through time");
+  m.def("recurrent_synaptic_backward", &recurrent_synaptic_backward, "its input and weight gradients");
   m.def("max_pool2x2_forward", &max_pool2x2_forward, "2x2 max-pooling of [N, H, W, C], with a one-byte index");
   m.def("max_pool2x2_backward", &max_pool2x2_backward, "its input gradient");
   m.def("alif_forward", &alif_forward, "adaptive LIF spikes, membrane and adaptation over all time steps");

@@ -5,128 +5,115 @@
 // rows, into a preallocated buffer), then the neuron's backward for the step; dW = sum_t dI'[t]^T s[t-1] after the
 // loop, event-driven too: a spike of neuron j adds a row of dI' to column j of dW. At S-MNIST's rates (a few %)
 // that is ~20x fewer operations than the dense GEMM (timed beside it by benchmarks/rsnn_nets.py).
-// The neuron is a small struct (Lif below): kStates state variables, kInput the one the current flows into, a row
-// update forward and an elementwise update backward. Another neuron (ALIF, Synaptic: two states, the same reset) is
-// another struct with these members; the loops stay as they are.
+// The neurons (LIF, ALIF, Synaptic) are small structs in recurrent_neurons.h; the loops here are generic over them.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
-#include "time_loop.h"  // the surrogate derivatives
+#include <array>
+#include <mutex>
 
-using time_loop::surrogate_derivative;
+#include "recurrent_neurons.h"
+
 using time_loop::with_surrogate;
 
-// snnTorch's Leaky: U[t] = beta U[t-1] + I'[t] - threshold S[t-1] (subtract), beta U[t-1] (1 - S[t-1]) + I'[t]
-// (zero); S = U > threshold; the reset detached. The same operation order as LIF.step (snn/neurons.py).
-struct Lif {
-  static constexpr int kStates = 1, kInput = 0;
-  float b, th, slope;
-  bool zero_reset;
+template <int K>
+using Ptrs = std::array<float*, K>;
 
-  // One step for a row of n neurons: now[] from before[] (nullptr at t = 0) and the current i + feedback.
-  void forward(const float* const* before, float* const* now, const float* i, const float* feedback, float* s,
-               int64_t n) const {
-    float* u = now[0];
-    if (!before) {
-#pragma omp simd
-      for (int64_t e = 0; e < n; ++e) u[e] = i[e] + feedback[e];
-    } else if (zero_reset) {
-      const float* u0 = before[0];
-#pragma omp simd
-      for (int64_t e = 0; e < n; ++e) u[e] = u0[e] * (1.0f - (u0[e] > th ? 1.0f : 0.0f)) * b + (i[e] + feedback[e]);
-    } else {
-      const float* u0 = before[0];
-#pragma omp simd
-      for (int64_t e = 0; e < n; ++e) u[e] = u0[e] * b + (i[e] + feedback[e]) - th * (u0[e] > th ? 1.0f : 0.0f);
-    }
-#pragma omp simd
-    for (int64_t e = 0; e < n; ++e) s[e] = u[e] > th ? 1.0f : 0.0f;
-  }
+// Pointers to one row (offset `at`) of each state [T, B, n]; a missing state (nullptr) stays nullptr.
+template <int K>
+static std::array<const float*, K> row_of(const Ptrs<K>& X, int64_t at) {
+  std::array<const float*, K> p;
+  for (int q = 0; q < K; ++q) p[q] = X[q] ? X[q] + at : nullptr;
+  return p;
+}
 
-  // Elements [begin, end) of one step backwards: dL/dstate[t] from the spikes' gradient ds (direct + recurrent; may
-  // be null), the membrane's direct gradient gm (may be null) and dL/dstate[t+1] (later; null at the last step).
-  template <int64_t kind>
-  void backward(const float* const* at, const float* ds, const float* gm, const float* const* later,
-                float* const* out, int64_t begin, int64_t end) const {
-    const float *u = at[0], *g1 = later ? later[0] : nullptr;
-    float* g = out[0];
-#pragma omp simd
-    for (int64_t e = begin; e < end; ++e) {
-      float d = ds ? surrogate_derivative<kind>(u[e] - th, slope) * ds[e] : 0.0f;
-      if (gm) d += gm[e];
-      if (g1) d += b * (zero_reset ? g1[e] * (u[e] > th ? 0.0f : 1.0f) : g1[e]);
-      g[e] = d;
-    }
-  }
-};
-
-// current [T or 1, B, n] (1: the same current at every step), W [n, n] -> states [kStates, T, B, n], spikes [T, B, n].
+// current [T or 1, B, n] (t_stride 0: the same current at every step), W^T [n, n] -> states, spikes [T, B, n]. A
+// task takes its block of batch rows through all T steps, step by step: the feedback W s[t-1] of the block is either
+// event-driven (each row adds W's columns of the neurons that spiked, 4 at a time) or, where more than dense_above of
+// the block's neurons spiked, one [rows, n] x [n, n] GEMM (blocked, at the machine's GEMM rate: ahead at high rates).
 template <typename Neuron>
-static void forward_loop(const Neuron& neuron, const float* I, const float* Wt, float* X, float* S, int64_t T,
-                         int64_t B, int64_t n, int64_t t_stride, int64_t b0, int64_t b1) {
-  const int64_t TBn = T * B * n;
-  std::vector<float> feedback(n);
-  std::vector<int32_t> fired(n);  // the row's spikes at t-1, as neuron indices
-  for (int64_t r = b0; r < b1; ++r) {
-    int64_t count = 0;
-    for (int64_t t = 0; t < T; ++t) {
-      float* f = feedback.data();
-      std::fill(f, f + n, 0.0f);
-      for (int64_t k = 0; k < count; ++k) {  // event-driven: only the columns of the neurons that spiked
-        const float* w = Wt + static_cast<int64_t>(fired[k]) * n;
+static void forward_rows(const Neuron& neuron, const float* I, const torch::Tensor& weight_t,
+                         const Ptrs<Neuron::kStates>& X, const torch::Tensor& spikes, int64_t T, int64_t B, int64_t n,
+                         int64_t t_stride, double dense_above, int64_t b0, int64_t b1) {
+  const int64_t rows = b1 - b0;
+  const float* Wt = weight_t.data_ptr<float>();
+  float* S = spikes.data_ptr<float>();
+  auto feedback = torch::empty({rows, n}, weight_t.options());
+  std::vector<int32_t> fired(rows * n);  // each row's spikes at t-1, as neuron indices
+  std::vector<int64_t> count(rows, 0);
+  for (int64_t t = 0; t < T; ++t) {
+    int64_t total = 0;
+    for (int64_t r = 0; r < rows; ++r) total += count[r];
+    const bool dense = t > 0 && static_cast<double>(total) > dense_above * static_cast<double>(rows * n);
+    if (dense) at::mm_out(feedback, spikes.select(0, t - 1).slice(0, b0, b1), weight_t);  // s[t-1] W^T
+    for (int64_t r = 0; r < rows; ++r) {
+      float* f = feedback.data_ptr<float>() + r * n;
+      const int32_t* k_fired = fired.data() + r * n;
+      if (!dense) {
+        std::fill(f, f + n, 0.0f);
+        int64_t k = 0;
+        for (; k + 4 <= count[r]; k += 4) {
+          const float *w0 = Wt + int64_t{k_fired[k]} * n, *w1 = Wt + int64_t{k_fired[k + 1]} * n;
+          const float *w2 = Wt + int64_t{k_fired[k + 2]} * n, *w3 = Wt + int64_t{k_fired[k + 3]} * n;
 #pragma omp simd
-        for (int64_t e = 0; e < n; ++e) f[e] += w[e];
+          for (int64_t e = 0; e < n; ++e) f[e] += (w0[e] + w1[e]) + (w2[e] + w3[e]);
+        }
+        for (; k < count[r]; ++k) {
+          const float* w = Wt + int64_t{k_fired[k]} * n;
+#pragma omp simd
+          for (int64_t e = 0; e < n; ++e) f[e] += w[e];
+        }
       }
-      const int64_t row = (t * B + r) * n;
-      const float* before[Neuron::kStates];
-      float* now[Neuron::kStates];
-      for (int q = 0; q < Neuron::kStates; ++q) {
-        before[q] = X + q * TBn + row - B * n;
-        now[q] = X + q * TBn + row;
-      }
+      const int64_t row = (t * B + b0 + r) * n;
+      std::array<const float*, Neuron::kStates> before;
+      std::array<float*, Neuron::kStates> now;
+      for (int q = 0; q < Neuron::kStates; ++q) before[q] = X[q] + (t ? row - B * n : row), now[q] = X[q] + row;
       float* s = S + row;
-      neuron.forward(t ? before : nullptr, now, I + t * t_stride + r * n, f, s, n);
-      count = 0;
+      neuron.forward(t ? before.data() : nullptr, now.data(), I + t * t_stride + (b0 + r) * n, f, s, n);
+      int32_t* mine = fired.data() + r * n;
+      int64_t c = 0;
       for (int64_t e = 0; e < n; ++e)
-        if (s[e] != 0.0f) fired[count++] = static_cast<int32_t>(e);
+        if (s[e] != 0.0f) mine[c++] = static_cast<int32_t>(e);
+      count[r] = c;
     }
   }
 }
 
-static Lif make_lif(double beta, double threshold, double slope, bool zero_reset) {
-  return Lif{static_cast<float>(beta), static_cast<float>(threshold), static_cast<float>(slope), zero_reset};
-}
-
-// -> {spikes [T, B, n], membrane [T, B, n]} (float32).
-std::vector<torch::Tensor> recurrent_lif_forward(const torch::Tensor& current_in, const torch::Tensor& weight,
-                                                 int64_t T, double beta, double threshold, bool zero_reset) {
+// -> {spikes, then the kStates states}, each [T, B, n] float32.
+template <typename Neuron>
+static std::vector<torch::Tensor> run_forward(const Neuron& neuron, const torch::Tensor& current_in,
+                                              const torch::Tensor& weight, int64_t T, double dense_above) {
   auto current = current_in.contiguous();
   const int64_t B = current.size(1), n = current.size(2), t_stride = current.size(0) == 1 ? 0 : B * n;
   auto Wt = weight.t().contiguous();
-  auto spikes = torch::empty({T, B, n}, current.options());
-  auto membrane = torch::empty({T, B, n}, current.options());
-  const Lif neuron = make_lif(beta, threshold, 1.0, zero_reset);
-  const float *I = current.data_ptr<float>(), *W = Wt.data_ptr<float>();
-  float *X = membrane.data_ptr<float>(), *S = spikes.data_ptr<float>();
+  std::vector<torch::Tensor> out{torch::empty({T, B, n}, current.options())};
+  Ptrs<Neuron::kStates> X;
+  for (int q = 0; q < Neuron::kStates; ++q) {
+    out.push_back(torch::empty({T, B, n}, current.options()));
+    X[q] = out.back().data_ptr<float>();
+  }
+  const float* I = current.data_ptr<float>();
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-    forward_loop(neuron, I, W, X, S, T, B, n, t_stride, b0, b1);
+    forward_rows(neuron, I, Wt, X, out[0], T, B, n, t_stride, dense_above, b0, b1);
   });
-  return {spikes, membrane};
+  return out;
 }
 
-// The loop backwards through time. G: dL/dstate [kStates, T, B, n]; its kInput entry is dL/dI'[t], the result.
-// Batch rows are independent here too: each task takes its block of rows through all T steps, its product through W
-// a single-threaded GEMM of its rows, so no step waits on a barrier (on a busy machine one costs a time slice).
+// The loop backwards through time: G (dL/dstate, each [T, B, n]); G[kInput] is dL/dI'[t], the result. Batch rows are
+// independent here too: each task takes its block of rows through all T steps, its product through W a
+// single-threaded GEMM of its rows, so no step waits on a barrier (on a busy machine one costs a time slice). Each
+// task sums the neuron's parameter gradients over its rows, then adds them to `acc` ([kParams, n]).
 template <int64_t kind, typename Neuron>
-static void backward_loop(const Neuron& neuron, const float* GS, const float* GM, const float* X, float* G,
-                          const torch::Tensor& grad_input, const torch::Tensor& weight, int64_t T, int64_t B,
-                          int64_t n) {
-  const int64_t Bn = B * n, TBn = T * Bn;
+static void backward_loop(const Neuron& neuron, const float* GS, const float* GM, const Ptrs<Neuron::kStates>& X,
+                          const Ptrs<Neuron::kStates>& G, const torch::Tensor& grad_input,
+                          const torch::Tensor& weight, float* acc, int64_t T, int64_t B, int64_t n) {
+  const int64_t Bn = B * n;
   auto recurrent = torch::empty({B, n}, weight.options());  // dL/ds[t] through W, then plus the direct one
-  float* R = recurrent.data_ptr<float>();
+  float* Rc = recurrent.data_ptr<float>();
+  std::mutex adding;
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
     auto rows = recurrent.slice(0, b0, b1);
-    const int64_t begin = b0 * n, end = b1 * n;
+    std::vector<float> mine(acc ? Neuron::kParams * n : 0, 0.0f);
     for (int64_t t = T - 1; t >= 0; --t) {
       const bool last = t + 1 == T;
       if (!last) at::mm_out(rows, grad_input.select(0, t + 1).slice(0, b0, b1), weight);  // dI'[t+1] W
@@ -134,31 +121,40 @@ static void backward_loop(const Neuron& neuron, const float* GS, const float* GM
       const float* gm = GM ? GM + t * Bn : nullptr;
       if (!last && gs) {
 #pragma omp simd
-        for (int64_t e = begin; e < end; ++e) R[e] += gs[e];
+        for (int64_t e = b0 * n; e < b1 * n; ++e) Rc[e] += gs[e];
       }
-      const float* at_t[Neuron::kStates];
-      const float* later[Neuron::kStates];
-      float* out[Neuron::kStates];
-      for (int q = 0; q < Neuron::kStates; ++q) {
-        at_t[q] = X + q * TBn + t * Bn;
-        later[q] = G + q * TBn + (t + 1) * Bn;
-        out[q] = G + q * TBn + t * Bn;
+      const float* ds = last ? gs : Rc;
+      for (int64_t r = b0; r < b1; ++r) {
+        const int64_t at = t * Bn + r * n;
+        auto at_t = row_of<Neuron::kStates>(X, at);
+        auto before = row_of<Neuron::kStates>(X, t ? at - Bn : at);
+        auto later = row_of<Neuron::kStates>(G, last ? at : at + Bn);
+        std::array<float*, Neuron::kStates> out;
+        for (int q = 0; q < Neuron::kStates; ++q) out[q] = G[q] + at;
+        neuron.template backward<kind>(at_t.data(), t ? before.data() : nullptr, ds ? ds + r * n : nullptr,
+                                       gm ? gm + r * n : nullptr, last ? nullptr : later.data(), out.data(),
+                                       acc ? mine.data() : nullptr, n);
       }
-      neuron.template backward<kind>(at_t, last ? gs : R, gm, last ? nullptr : later, out, begin, end);
+    }
+    if (acc) {
+      std::lock_guard<std::mutex> lock(adding);
+      for (size_t e = 0; e < mine.size(); ++e) acc[e] += mine[e];
     }
   });
 }
 
 // dW^T[j, :] = sum over (t, b) with s[t-1, b, j] = 1 of dI'[t, b, :]; each task owns a range of j (rows of dW^T).
-static torch::Tensor event_driven_weight_grad(const float* U, const float* G, int64_t T, int64_t B, int64_t n,
-                                              float th) {
+template <typename Neuron>
+static torch::Tensor event_driven_weight_grad(const Neuron& neuron, const Ptrs<Neuron::kStates>& X, const float* G,
+                                              int64_t T, int64_t B, int64_t n) {
   auto grad_t = torch::zeros({n, n}, torch::kFloat32);
   float* D = grad_t.data_ptr<float>();
   at::parallel_for(0, n, 8, [&](int64_t j0, int64_t j1) {
     for (int64_t row = 0; row < (T - 1) * B; ++row) {  // row = t * B + b: the spikes at t, the gradient at t + 1
-      const float *u = U + row * n, *g = G + (row + B) * n;
+      auto x = row_of<Neuron::kStates>(X, row * n);
+      const float* g = G + (row + B) * n;
       for (int64_t j = j0; j < j1; ++j) {
-        if (u[j] <= th) continue;
+        if (!neuron.fired(x.data(), j)) continue;
         float* d = D + j * n;
 #pragma omp simd
         for (int64_t e = 0; e < n; ++e) d[e] += g[e];
@@ -168,28 +164,104 @@ static torch::Tensor event_driven_weight_grad(const float* U, const float* G, in
   return grad_t.t().contiguous();
 }
 
-// -> {dL/dcurrent [T, B, n], dL/dW [n, n] (undefined without weight_grad)}.
-std::vector<torch::Tensor> recurrent_lif_backward(const c10::optional<torch::Tensor>& grad_spikes,
-                                                  const c10::optional<torch::Tensor>& grad_membrane,
-                                                  const torch::Tensor& membrane_in, const torch::Tensor& weight_in,
-                                                  double beta, double threshold, bool zero_reset, int64_t surrogate,
-                                                  double slope, bool weight_grad) {
-  auto membrane = membrane_in.contiguous();
+// -> {dL/dI' [T, B, n], dL/dW [n, n] (undefined without weight_grad), the parameter gradients [kParams, n] (or
+// undefined)}. states: the stored ones (a state the backward does not read may be undefined).
+template <typename Neuron>
+static std::vector<torch::Tensor> run_backward(const Neuron& neuron, const c10::optional<torch::Tensor>& grad_spikes,
+                                               const c10::optional<torch::Tensor>& grad_membrane,
+                                               const std::vector<torch::Tensor>& states_in,
+                                               const torch::Tensor& weight_in, int64_t surrogate, bool weight_grad,
+                                               bool param_grads) {
+  std::vector<torch::Tensor> states, grads;
+  Ptrs<Neuron::kStates> X, G;
+  for (int q = 0; q < Neuron::kStates; ++q) {
+    states.push_back(states_in[q].defined() ? states_in[q].contiguous() : torch::Tensor());
+    X[q] = states[q].defined() ? states[q].data_ptr<float>() : nullptr;
+  }
   auto weight = weight_in.contiguous();
-  const int64_t T = membrane.size(0), B = membrane.size(1), n = membrane.size(2);
+  const int64_t T = states[0].size(0), B = states[0].size(1), n = states[0].size(2);
+  for (int q = 0; q < Neuron::kStates; ++q) {
+    grads.push_back(torch::empty({T, B, n}, states[0].options()));
+    G[q] = grads[q].data_ptr<float>();
+  }
   auto gs = grad_spikes.has_value() ? grad_spikes->to(torch::kFloat32).contiguous() : torch::Tensor();
   auto gm = grad_membrane.has_value() ? grad_membrane->to(torch::kFloat32).contiguous() : torch::Tensor();
-  auto grad = torch::empty({T, B, n}, membrane.options());
-  const Lif neuron = make_lif(beta, threshold, slope, zero_reset);
+  torch::Tensor params;
+  if (param_grads && Neuron::kParams) params = torch::zeros({Neuron::kParams, n}, states[0].options());
+  float* acc = params.defined() ? params.data_ptr<float>() : nullptr;
   const float* GS = gs.defined() ? gs.data_ptr<float>() : nullptr;
   const float* GM = gm.defined() ? gm.data_ptr<float>() : nullptr;
+  const auto& grad = grads[Neuron::kInput];
   with_surrogate(surrogate, [&](auto kind) {
-    backward_loop<decltype(kind)::value>(neuron, GS, GM, membrane.data_ptr<float>(), grad.data_ptr<float>(), grad,
-                                         weight, T, B, n);
+    backward_loop<decltype(kind)::value>(neuron, GS, GM, X, G, grad, weight, acc, T, B, n);
   });
   torch::Tensor grad_weight;
   if (weight_grad)  // dW[i, j] = sum over t >= 1 and the batch of dI'[t, b, i] s[t-1, b, j]
-    grad_weight = event_driven_weight_grad(membrane.data_ptr<float>(), grad.data_ptr<float>(), T, B, n,
-                                           static_cast<float>(threshold));
-  return {grad, grad_weight};
+    grad_weight = event_driven_weight_grad(neuron, X, G[Neuron::kInput], T, B, n);
+  return {grad, grad_weight, params};
+}
+
+static float f32(double x) { return static_cast<float>(x); }
+
+// dense_above: the share of a block's neurons spiking above which its feedback is one GEMM. -> {spikes [T, B, n],
+// membrane [T, B, n]} (float32).
+std::vector<torch::Tensor> recurrent_lif_forward(const torch::Tensor& current, const torch::Tensor& weight, int64_t T,
+                                                 double beta, double threshold, bool zero_reset,
+                                                 double dense_above) {
+  return run_forward(Lif{f32(beta), f32(threshold), 1.0f, zero_reset}, current, weight, T, dense_above);
+}
+
+// -> {dL/dcurrent [T, B, n], dL/dW [n, n] (undefined without weight_grad)}.
+std::vector<torch::Tensor> recurrent_lif_backward(const c10::optional<torch::Tensor>& grad_spikes,
+                                                  const c10::optional<torch::Tensor>& grad_membrane,
+                                                  const torch::Tensor& membrane, const torch::Tensor& weight,
+                                                  double beta, double threshold, bool zero_reset, int64_t surrogate,
+                                                  double slope, bool weight_grad) {
+  const Lif neuron{f32(beta), f32(threshold), f32(slope), zero_reset};
+  auto out = run_backward(neuron, grad_spikes, grad_membrane, {membrane}, weight, surrogate, weight_grad, false);
+  return {out[0], out[1]};
+}
+
+// beta, rho: [n] float32. -> {spikes, membrane, adaptation}, each [T, B, n].
+std::vector<torch::Tensor> recurrent_alif_forward(const torch::Tensor& current, const torch::Tensor& weight, int64_t T,
+                                                  const torch::Tensor& beta_in, const torch::Tensor& rho_in,
+                                                  double threshold, double adaptation, bool zero_reset,
+                                                  double dense_above) {
+  auto beta = beta_in.to(torch::kFloat32).contiguous(), rho = rho_in.to(torch::kFloat32).contiguous();
+  const Alif neuron{beta.data_ptr<float>(), rho.data_ptr<float>(), f32(threshold), f32(adaptation), 1.0f, zero_reset};
+  return run_forward(neuron, current, weight, T, dense_above);
+}
+
+// -> {dL/dcurrent, dL/dW (or undefined), dL/dbeta and dL/drho as [2, n] (or undefined without param_grads)}.
+std::vector<torch::Tensor> recurrent_alif_backward(const c10::optional<torch::Tensor>& grad_spikes,
+                                                   const c10::optional<torch::Tensor>& grad_membrane,
+                                                   const torch::Tensor& membrane, const torch::Tensor& adapt,
+                                                   const torch::Tensor& weight, const torch::Tensor& beta_in,
+                                                   const torch::Tensor& rho_in, double threshold, double adaptation,
+                                                   bool zero_reset, int64_t surrogate, double slope, bool weight_grad,
+                                                   bool param_grads) {
+  auto beta = beta_in.to(torch::kFloat32).contiguous(), rho = rho_in.to(torch::kFloat32).contiguous();
+  const Alif neuron{beta.data_ptr<float>(), rho.data_ptr<float>(), f32(threshold), f32(adaptation), f32(slope),
+                    zero_reset};
+  return run_backward(neuron, grad_spikes, grad_membrane, {membrane, adapt}, weight, surrogate, weight_grad,
+                      param_grads);
+}
+
+// reset: 0 subtract, 1 zero, 2 zero_leaky. -> {spikes, membrane, synaptic current}, each [T, B, n].
+std::vector<torch::Tensor> recurrent_synaptic_forward(const torch::Tensor& current, const torch::Tensor& weight,
+                                                      int64_t T, double alpha, double beta, double threshold,
+                                                      int64_t reset, double dense_above) {
+  return run_forward(Synaptic{f32(alpha), f32(beta), f32(threshold), 1.0f, reset}, current, weight, T, dense_above);
+}
+
+// Only the membrane is stored (the backward does not read the synaptic current). -> {dL/dcurrent, dL/dW}.
+std::vector<torch::Tensor> recurrent_synaptic_backward(const c10::optional<torch::Tensor>& grad_spikes,
+                                                       const c10::optional<torch::Tensor>& grad_membrane,
+                                                       const torch::Tensor& membrane, const torch::Tensor& weight,
+                                                       double alpha, double beta, double threshold, int64_t reset,
+                                                       int64_t surrogate, double slope, bool weight_grad) {
+  const Synaptic neuron{f32(alpha), f32(beta), f32(threshold), f32(slope), reset};
+  auto out = run_backward(neuron, grad_spikes, grad_membrane, {membrane, torch::Tensor()}, weight, surrogate,
+                          weight_grad, false);
+  return {out[0], out[1]};
 }
