@@ -35,7 +35,7 @@ def components(tmp_path_factory):
     """(the folder of the guide's modules, its config folder, the data root with tiny MNIST and KMNIST files)."""
     root = tmp_path_factory.mktemp("user")
     folder, names = write_guide_examples(root)
-    for kind, module in (("neuron", "alif"), ("encoder", "phase"), ("data", "kmnist"), ("model", "strided_conv")):
+    for kind, module in (("neuron", "my_alif"), ("encoder", "phase"), ("data", "kmnist"), ("model", "strided_conv")):
         assert f"my_components/conf/{kind}/{module}.yaml" in names, f"the guide has no {kind} example"
     data = make_tiny_mnist(root / "data")
     make_tiny_mnist(data, folder="KMNIST")
@@ -61,24 +61,24 @@ def one_error_line(result) -> str:
 @pytest.mark.slow
 def test_a_neuron_of_your_own_trains_is_reported_evaluated_resumed_and_refused_by_export(tmp_path, components):
     train = run(
-        [str(ROOT / "train.py"), "neuron=alif", *SMALL, *TINY, "hydra.run.dir=outputs/alif"], tmp_path, components
+        [str(ROOT / "train.py"), "neuron=my_alif", *SMALL, *TINY, "hydra.run.dir=outputs/my_alif"], tmp_path, components
     )
     assert train.returncode == 0, train.stderr[-3000:]
-    results = json.loads((tmp_path / "outputs" / "alif" / "results.json").read_text())
-    assert (results["neuron"], results["neuron.adapt"], results["epochs"]) == ("alif", 0.2, 1)
+    results = json.loads((tmp_path / "outputs" / "my_alif" / "results.json").read_text())
+    assert (results["neuron"], results["neuron.adapt"], results["epochs"]) == ("my_alif", 0.2, 1)
     assert results["test/firing_rate/layer1"] is not None  # the statistics read the layer through the contract
 
     report = run(["-m", "snn.report", "outputs"], tmp_path, components, searchpath=False)  # results.json only
     assert report.returncode == 0, report.stderr[-3000:]
-    assert "| alif |" in (tmp_path / "outputs" / "results.md").read_text()
+    assert "| my_alif |" in (tmp_path / "outputs" / "results.md").read_text()
 
-    best = tmp_path / "outputs" / "alif" / "checkpoints" / "best.ckpt"
+    best = tmp_path / "outputs" / "my_alif" / "checkpoints" / "best.ckpt"
     evaluated = run([str(ROOT / "evaluate.py"), f"ckpt={best}", "hydra.run.dir=eval"], tmp_path, components)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["neuron"] == "alif"
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["neuron"] == "my_alif"
 
     refused = one_error_line(run([str(ROOT / "evaluate.py"), f"ckpt={best}"], tmp_path, components, searchpath=False))
-    assert "'alif.AdaptiveLIF'" in refused and "hydra.searchpath=[file://<dir>]" in refused, refused
+    assert "'my_alif.AdaptiveLIF'" in refused and "hydra.searchpath=[file://<dir>]" in refused, refused
 
     # A run stopped after its first epoch of two: its checkpoint says so (as test_checkpoints does).
     stopped = tmp_path / "outputs" / "stopped" / "checkpoints" / "last.ckpt"
@@ -87,7 +87,7 @@ def test_a_neuron_of_your_own_trains_is_reported_evaluated_resumed_and_refused_b
     checkpoint["run_config"]["config"]["trainer"]["max_epochs"] = 2
     torch.save(checkpoint, stopped)
     refused = one_error_line(run([str(ROOT / "train.py"), f"ckpt_path={stopped}"], tmp_path, components, False))
-    assert refused.startswith(f"error: ckpt_path={stopped} is not allowed") and "'alif.AdaptiveLIF'" in refused
+    assert refused.startswith(f"error: ckpt_path={stopped} is not allowed") and "'my_alif.AdaptiveLIF'" in refused
     resumed = run([str(ROOT / "train.py"), f"ckpt_path={stopped}"], tmp_path, components)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((stopped.parent.parent / "results.json").read_text())["epochs"] == 2
@@ -118,7 +118,7 @@ def importable(components, monkeypatch):
     """The guide's modules importable in this process, and forgotten afterwards."""
     monkeypatch.syspath_prepend(str(components[0]))
     yield
-    for module in ("alif", "phase_coding", "kmnist", "strided_conv"):
+    for module in ("my_alif", "phase_coding", "kmnist", "strided_conv"):
         sys.modules.pop(module, None)
 
 
@@ -148,7 +148,7 @@ def test_a_checkpoint_naming_another_callable_is_refused_even_with_a_search_path
     when the stored config itself names a folder that would admit it (the folders come from the command line)."""
     from snn.training import train
 
-    cfg, choices = compose_run(components, "neuron=alif", *SMALL)
+    cfg, choices = compose_run(components, "neuron=my_alif", *SMALL)
     train(cfg, tmp_path / "run", choices)
     stored = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     marker = tmp_path / "ran"
@@ -162,7 +162,7 @@ def test_a_checkpoint_naming_another_callable_is_refused_even_with_a_search_path
     with pytest.raises(CheckpointError, match=r"refused, its run config would build 'os.system'"):
         read_checkpoint(path, (components[1],))
     assert read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", (components[1],))  # the genuine one reads
-    with pytest.raises(CheckpointError, match=r"'alif.AdaptiveLIF', which is neither .* \(none given\)"):
+    with pytest.raises(CheckpointError, match=r"'my_alif.AdaptiveLIF', which is neither .* \(none given\)"):
         read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert not marker.exists()
 
@@ -172,9 +172,9 @@ def test_a_component_that_cannot_be_imported_stops_with_one_line(components):
     from snn.checks import ConfigError
     from snn.config import validate
 
-    assert "alif" not in sys.modules
+    assert "my_alif" not in sys.modules
     for group, choice, target in (
-        ("neuron", "alif", "alif.AdaptiveLIF"),
+        ("neuron", "my_alif", "my_alif.AdaptiveLIF"),
         ("data", "kmnist", "kmnist.KMNISTDataModule"),
     ):
         cfg, _ = compose_run(components, f"{group}={choice}")
