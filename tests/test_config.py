@@ -38,7 +38,8 @@ def test_every_preset_composes_and_builds(compose_cfg, group, option):
     cfg = compose_cfg(f"{group}={option}")
     validate(cfg)
     net = build_model(cfg)
-    x = torch.rand(cfg.T, 2, 1, 28, 28) if net.spiking else torch.rand(2, 1, 28, 28)
+    images = torch.rand(2, 1, 28, 28)
+    x = instantiate(cfg.encoder)(images) if net.spiking else images  # sequence presets: a pixel or a row a step
     assert net(x).shape == (2, 10)
 
 
