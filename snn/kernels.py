@@ -23,11 +23,7 @@ from snn.checks import ConfigError
 
 mode = os.environ.get("SNN_KERNELS", "1")
 enabled = mode != "0"
-SOURCES = [
-    Path(__file__).with_name("csrc") / name
-    for name in ("bindings.cpp", "sparse_input.cpp", "lif.cpp", "pooling.cpp", "rate.cpp", "alif.cpp", "synaptic.cpp")
-]
-SOURCES.append(Path(__file__).with_name("csrc") / "recurrent.cpp")  # snn.recurrent_fused
+SOURCES = sorted(Path(__file__).with_name("csrc").glob("*.cpp"))  # every kernel file: no list to keep in step
 FLOAT_OR_BF16 = (torch.float32, torch.bfloat16)  # what the LIF and pooling kernels take (bf16: under autocast)
 TRITON_DTYPES = (*FLOAT_OR_BF16, torch.float16)  # the Triton kernels are generic over the current's type
 log = logging.getLogger(__name__)
