@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MaxMetric
+from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from snn.checks import is_number, require
@@ -58,6 +58,8 @@ class Classifier(pl.LightningModule):
         self.dataset, self.classes = dataset, tuple(dataset.class_names)
         for stage in ("train", "val", "test"):
             setattr(self, f"{stage}_acc", MulticlassAccuracy(num_classes=dataset.num_classes, average="micro"))
+            # float("nan") keeps a NaN loss in the mean (as Lightning's own mean would), instead of dropping it
+            setattr(self, f"{stage}_loss", MeanMetric(nan_strategy=float("nan")))
         self.test_confusion = MulticlassConfusionMatrix(num_classes=dataset.num_classes)
         self.confusion_matrix = None  # of the last test epoch, [true, predicted] counts
         self.best_val_acc = MaxMetric()
@@ -86,20 +88,10 @@ class Classifier(pl.LightningModule):
                 self.example = (trace.spikes[0][:, 0].cpu(), trace.membrane[:, 0].cpu(), int(labels[0]))
         # Smoothing is part of the training objective only: validation and test report the plain cross-entropy.
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing if stage == "train" else 0.0)
-        accuracy = getattr(self, f"{stage}_acc")
-        accuracy.update(logits, labels)  # logged per epoch only: no per-batch value to compute
+        getattr(self, f"{stage}_loss").update(loss.detach(), len(labels))
+        getattr(self, f"{stage}_acc").update(logits, labels)
         if stage == "test":
             self.test_confusion.update(logits, labels)
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=False,
-            on_epoch=True,
-            prog_bar=stage != "test",
-            batch_size=len(labels),
-            sync_dist=stage != "train",
-        )  # averaged over processes under DDP
-        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
         return loss
 
     def training_step(self, batch, batch_idx):
@@ -117,11 +109,24 @@ class Classifier(pl.LightningModule):
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
 
+    def _log_epoch_metrics(self, stage: str) -> None:
+        """Logged once, as the epoch starts, and updated per batch: Lightning computes a logged Metric over the whole
+        epoch at its end (gathered over DDP processes) and resets it. self.log on every batch would cost ~1 ms of
+        Lightning's bookkeeping per batch, 4 % of an MLP training step on 2 cores."""
+        self.log(f"{stage}/loss", getattr(self, f"{stage}_loss"), prog_bar=stage != "test")
+        self.log(f"{stage}/acc", getattr(self, f"{stage}_acc"), prog_bar=True)
+
+    def on_train_epoch_start(self):
+        self._log_epoch_metrics("train")
+
     def on_validation_epoch_start(self):
         self.spike_stats.reset()
         self.example = None
+        self._log_epoch_metrics("val")
 
-    on_test_epoch_start = on_validation_epoch_start
+    def on_test_epoch_start(self):
+        self.spike_stats.reset()
+        self._log_epoch_metrics("test")
 
     def on_validation_epoch_end(self):
         if self.trainer.sanity_checking:

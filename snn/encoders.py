@@ -40,15 +40,32 @@ class RateEncoder(Encoder):
 
     def forward(self, images):
         p = (images * self.gain).clamp_(0, 1)
-        # 16-bit uniforms, four per 64-bit random word: drawing numbers, not comparing them, is the cost on a CPU
-        # (3 ms instead of 9 ms for a batch of 128 at T=25). P(fire) = round(p * 2^16) / 2^16, within 2^-17 of p.
+        # 16-bit uniforms: P(fire) = round(p * 2^16) / 2^16, within 2^-17 of p. One seed from torch's (CPU) generator
+        # per batch, the uniforms from a counter-based generator (splitmix64_words): the same spikes on every device,
+        # with or without the C++ kernel (csrc/rate.cpp, which draws and compares in one parallel pass).
         threshold = (p * 65536).round_().to(torch.int32) - 32768
+        seed = int(torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64))
+        if kernels.usable(images, dtypes=kernels.FLOAT_OR_BF16):
+            return kernels.load().rate_spikes(seed, threshold, self.T, images.dtype)
         n = self.T * p.numel()
-        words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=images.device)
-        uniform = words.view(torch.int16)[:n].view(self.T, *p.shape)
-        if kernels.usable(images, dtypes=kernels.FLOAT_OR_BF16):  # the same comparison in one pass (csrc/rate.cpp)
-            return kernels.load().rate_spikes(uniform, threshold, images.dtype)
+        uniform = splitmix64_words(seed, (n + 3) // 4, images.device).view(torch.int16)[:n].view(self.T, *p.shape)
         return (uniform < threshold).to(images.dtype)
+
+
+def _logical_shift(z: torch.Tensor, bits: int) -> torch.Tensor:
+    return (z >> bits) & ((1 << (64 - bits)) - 1)  # torch's >> on int64 copies the sign bit
+
+
+def _signed(constant: int) -> int:
+    return constant - 2**64 if constant >= 2**63 else constant
+
+
+def splitmix64_words(seed: int, count: int, device) -> torch.Tensor:
+    """Words k = 0..count-1 of SplitMix64 (Steele et al. 2014) from `seed`, as int64 (products wrap as in C)."""
+    z = torch.arange(1, count + 1, dtype=torch.int64, device=device) * _signed(0x9E3779B97F4A7C15) + seed
+    z = (z ^ _logical_shift(z, 30)) * _signed(0xBF58476D1CE4E5B9)
+    z = (z ^ _logical_shift(z, 27)) * _signed(0x94D049BB133111EB)
+    return z ^ _logical_shift(z, 31)
 
 
 class LatencyEncoder(Encoder):

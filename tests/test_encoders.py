@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from snn import kernels
-from snn.encoders import DirectEncoder, LatencyEncoder, RateEncoder
+from snn.encoders import DirectEncoder, LatencyEncoder, RateEncoder, splitmix64_words
 
 
 def test_rate_spike_probability_is_intensity():
@@ -27,18 +27,26 @@ def test_rate_spikes_are_independent_and_exact_at_the_ends():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_rate_kernel_draws_the_tensor_codes_spikes(dtype, monkeypatch):
-    """The C++ comparison (csrc/rate.cpp) gives the tensor code's spikes for the same random numbers, ends included."""
+    """The C++ pass (csrc/rate.cpp) gives the tensor code's spikes for the same seed, ends included, over sizes that
+    are not a multiple of its blocks or of four uniforms a word."""
     if kernels.load() is None:
         pytest.skip("the C++ kernels could not be built here")
     images = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 1.2 - 0.1  # below 0, above 1
     images[:, :, :3] = torch.tensor([0.0, 1.0, 2**-17]).view(3, 1)
-    runs = []
-    for enabled in (True, False):
-        monkeypatch.setattr(kernels, "enabled", enabled)
-        torch.manual_seed(1)
-        runs.append(RateEncoder(T=7)(images.to(dtype)))
-    assert runs[0].dtype == runs[1].dtype == dtype and runs[0].shape == (7, 16, 1, 28, 28)
-    assert torch.equal(runs[0], runs[1]) and 0 < runs[0].mean() < 1
+    for batch in (images, images[:5, :, :3, :5]):  # 7 * 5 * 15 uniforms: not a whole number of words
+        runs = []
+        for enabled in (True, False):
+            monkeypatch.setattr(kernels, "enabled", enabled)
+            torch.manual_seed(1)
+            runs.append(RateEncoder(T=7)(batch.to(dtype)))
+        assert runs[0].dtype == runs[1].dtype == dtype and runs[0].shape == (7, *batch.shape)
+        assert torch.equal(runs[0], runs[1]) and 0 < runs[0].mean() < 1
+
+
+def test_rate_uniforms_are_splitmix64():
+    """The tensor code's generator is SplitMix64: its published first outputs from seed 0 (Vigna's splitmix64.c)."""
+    words = splitmix64_words(0, 3, "cpu").tolist()
+    assert [w % 2**64 for w in words] == [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
 
 
 def test_rate_gain_scales_and_saturates():

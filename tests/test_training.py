@@ -63,6 +63,19 @@ def test_short_training_learns_and_logs_everything(compose_cfg, tmp_path):
     assert results["test/macs"] > 0 and results["test/synops"] > 0  # direct input: one dense layer, then spikes
     assert len(events.Images("val/activity")) == 6  # the raster + membrane figure, every epoch
     assert "val/neuron_firing_rate/layer1" in events.Tags()["histograms"]
+    # The epoch's metrics are over that epoch's batches only (not the sanity check's, not earlier epochs'): the last
+    # validation, recomputed here from the last weights with a plain loop, per sample.
+    assert [len(events.Scalars(f"train/{name}")) for name in ("loss", "acc")] == [6, 6]
+    module, cfg = load_classifier(tmp_path / "checkpoints" / "last.ckpt")
+    data = instantiate(cfg.data)
+    data.setup("fit")
+    images, labels = data.splits["val"]
+    with torch.no_grad():
+        logits = module.eval()(images)  # direct input: deterministic
+    expected_loss = torch.nn.functional.cross_entropy(logits, labels).item()
+    expected_acc = (logits.argmax(1) == labels).float().mean().item()
+    assert events.Scalars("val/loss")[-1].value == pytest.approx(expected_loss, rel=1e-5)
+    assert events.Scalars("val/acc")[-1].value == pytest.approx(expected_acc)
 
 
 def test_a_run_folder_holds_only_what_the_readme_lists(compose_cfg, tmp_path):

@@ -4,7 +4,7 @@
 std::vector<torch::Tensor> to_csr(const torch::Tensor& x);
 std::vector<torch::Tensor> transpose_csr(const torch::Tensor& row_start, const torch::Tensor& column,
                                          const torch::Tensor& value, int64_t columns, bool ones_row);
-torch::Tensor rate_spikes(const torch::Tensor& uniform, const torch::Tensor& threshold, c10::ScalarType dtype);
+torch::Tensor rate_spikes(int64_t seed, const torch::Tensor& threshold, int64_t T, c10::ScalarType dtype);
 torch::Tensor sparse_mm(const torch::Tensor& row_start, const torch::Tensor& column, const torch::Tensor& value,
                         const torch::Tensor& dense, const c10::optional<torch::Tensor>& start,
                         c10::ScalarType out_dtype);
@@ -64,7 +64,7 @@ torch::Tensor synaptic_backward(const c10::optional<torch::Tensor>& grad_spikes,
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("to_csr", &to_csr, "the non-zeros of a 2-D float tensor, row by row");
   m.def("transpose_csr", &transpose_csr, "the CSR of the transposed matrix, optionally with a row of ones appended");
-  m.def("rate_spikes", &rate_spikes, "rate coding's comparison of 16-bit uniforms with thresholds, as spikes");
+  m.def("rate_spikes", &rate_spikes, "rate coding: counter-based 16-bit uniforms compared with thresholds, as spikes");
   m.def("sparse_mm", &sparse_mm, "sparse (CSR) times dense (float32 or bf16), plus an optional broadcast start row; float32 sums");
   m.def("lif_forward", &lif_forward, "LIF spikes and membrane over all time steps");
   m.def("lif_backward", &lif_backward, "the LIF gradient with respect to its input current, through time (or summed over it)");
