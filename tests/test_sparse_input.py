@@ -203,3 +203,41 @@ def test_spiking_mlp_under_bf16_autocast_trains_like_float32():
     grad_bf16, grad_fp32 = bf16.stages[0][1].weight.grad, fp32.stages[0][1].weight.grad
     assert grad_bf16.dtype == torch.float32
     assert torch.nn.functional.cosine_similarity(grad_bf16.flatten(), grad_fp32.flatten(), dim=0) > 0.9
+
+
+@requires_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_csr_and_its_transpose_match_torchs(dtype, threads):
+    """csrc/csr.cpp against torch's own CSR conversion: rows not a multiple of 16 entries (the vector loop's tail),
+    -0.0 a zero, NaN a non-zero, empty rows, and the thread split (which must not change the transpose's order)."""
+    x = torch.rand(23, 37, generator=torch.Generator().manual_seed(0))
+    x = torch.where(x < 0.7, torch.zeros(()), x)
+    x[3] = 0.0
+    x[4, :5] = torch.tensor([-0.0, float("nan"), 1.0, -2.0, 0.0])
+    x = x.to(dtype)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        row_start, column, value = kernels.load().to_csr(x)
+        t_start, t_column, t_value = kernels.load().transpose_csr(row_start, column, value, 37, True)
+    finally:
+        torch.set_num_threads(previous)
+    finite = torch.nan_to_num(x.float(), nan=5.0)  # torch's conversion treats NaN as a non-zero as well
+    transposed = torch.cat([finite.t(), torch.ones(1, 23)])  # with the row of ones: the bias gradient's input
+    csrs = (((row_start, column, value), finite), ((t_start, t_column, t_value), transposed))
+    for (starts, columns, values), dense in csrs:
+        reference = dense.to_sparse_csr()
+        assert torch.equal(starts, reference.crow_indices())
+        assert torch.equal(columns.long(), reference.col_indices())
+        assert torch.equal(torch.nan_to_num(values, nan=5.0), reference.values())
+
+
+@requires_kernel
+@pytest.mark.parametrize("shape", [(784, 1000), (33, 17), (1, 5)])  # whole 16 x 16 tiles and the edges
+@pytest.mark.parametrize("src_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16])
+def test_transpose_is_torchs(shape, src_dtype, out_dtype):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(src_dtype)
+    turned = kernels.load().transpose_to(x, out_dtype)
+    assert turned.is_contiguous() and torch.equal(turned, x.t().to(out_dtype))

@@ -2,6 +2,7 @@
 #include <torch/extension.h>
 
 std::vector<torch::Tensor> to_csr(const torch::Tensor& x);
+torch::Tensor transpose_to(const torch::Tensor& src, c10::ScalarType out_dtype);
 std::vector<torch::Tensor> transpose_csr(const torch::Tensor& row_start, const torch::Tensor& column,
                                          const torch::Tensor& value, int64_t columns, bool ones_row);
 torch::Tensor rate_spikes(int64_t seed, const torch::Tensor& threshold, int64_t T, c10::ScalarType dtype);
@@ -62,6 +63,7 @@ torch::Tensor synaptic_backward(const c10::optional<torch::Tensor>& grad_spikes,
                                 double slope, c10::ScalarType dtype, bool sum_over_time);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("transpose_to", &transpose_to, "the transpose of a 2-D float32 tensor, contiguous, in float32 or bf16");
   m.def("to_csr", &to_csr, "the non-zeros of a 2-D float tensor, row by row");
   m.def("transpose_csr", &transpose_csr, "the CSR of the transposed matrix, optionally with a row of ones appended");
   m.def("rate_spikes", &rate_spikes, "rate coding: counter-based 16-bit uniforms compared with thresholds, as spikes");
