@@ -34,6 +34,16 @@ def is_spikes(x: torch.Tensor) -> bool:
     return x.stride(0) != 0 and bool(((x == 0) | (x == 1)).all())
 
 
+def spike_events(x: torch.Tensor) -> list[torch.Tensor]:
+    """`x` as binary spike tensors whose sum is |x|: [x] for 0/1 spikes; for integer counts (snn/signed_if.py's
+    bursts and negative spikes) one tensor per unit of magnitude, 1 where |x| >= k; [] for analog input."""
+    if x.stride(0) == 0 or not bool((x == torch.round(x)).all()):
+        return []
+    magnitude = x.abs()
+    top = int(magnitude.max()) if x.numel() else 0
+    return [x] if top <= 1 and bool((x >= 0).all()) else [(magnitude >= k).to(x.dtype) for k in range(1, top + 1)]
+
+
 def count_accumulates(layers: nn.Module, x: torch.Tensor) -> float:
     """Accumulates the weighted layer in `layers` performs on input `x` if only nonzero inputs count."""
     for layer in layers.modules() if isinstance(layers, nn.Sequential) else [layers]:
@@ -100,8 +110,9 @@ class SpikeStats:
         self.samples += batch
         stage_inputs = [trace.inputs, *trace.spikes][: len(self.net.stages)]  # an integrator output: no spikes
         for i, (stage, x) in enumerate(zip(self.net.stages, stage_inputs)):
-            if is_spikes(x):
-                self.synops += count_accumulates(stage, x.flatten(0, 1))
+            events = spike_events(x)  # each spike drives its fan-out once; a burst of k spikes, k times
+            if events:
+                self.synops += sum(count_accumulates(stage, e.flatten(0, 1)) for e in events)
             else:
                 self.macs += batch * self.dense_macs[i]
         for neuron, spikes in zip(self.net.neurons, trace.spikes):
@@ -111,6 +122,7 @@ class SpikeStats:
             self.layer_steps = [0] * len(trace.spikes)
             self.neuron_rates = [torch.zeros(s[0, 0].numel()) for s in trace.spikes]
         for i, spikes in enumerate(trace.spikes):
+            spikes = spikes.abs()  # a negative spike is a spike too
             self.layer_spikes[i] += float(spikes.sum(dtype=torch.float64))  # exact counts, bf16 spikes too
             self.layer_steps[i] += spikes.numel()
             self.neuron_rates[i] += spikes.float().mean(0).flatten(1).sum(0).cpu()

@@ -170,6 +170,7 @@ def convert_cfg(ckpt, mnist_root, values=None):
         ({"percentile": 0}, r"percentile=0 is not allowed: a number in \(0, 100\]"),
         ({"percentile": 100.5}, r"percentile=100.5 is not allowed"),
         ({"normalisation": "mean"}, "normalisation='mean' is not allowed: percentile, max"),
+        ({"neuron": "lif"}, "neuron='lif' is not allowed: if, signed_if"),
         ({"ckpt": "nowhere.ckpt"}, "nowhere.ckpt: no such checkpoint file"),
     ],
 )
