@@ -22,9 +22,12 @@ A layer may
 - override `synops(spikes)`: the accumulates its OWN connections perform for its output `spikes` `[T, B, *shape]`,
   summed over the batch. 0 by default: a plain neuron has no connections of its own (the weighted layer of the next
   stage counts its input's fan-out). A recurrent layer counts each spike fed back through its weight.
-- override `nir_node(dt)`: its NIR node (dt: seconds per step). By default it refuses (NIRError, one line), so that
-  nothing is exported as something else: a subclass that overrides `run` or `step` gets the refusing default back
-  unless it defines `nir_node` itself (or, with the same dynamics, says `nir_node = Parent.nir_node`).
+- return spikes that are 0/1, or integer counts (a burst neuron such as snn.signed_if's, negative ones included):
+  the statistics count each unit of |spike| as one spike event.
+- override `nir_node(dt)`: its NIR node (dt: seconds per step), or a subgraph (an `nir.NIRGraph`, as Recurrent's
+  cycle). By default it refuses (NIRError, one line), so that nothing is exported as something else: a subclass
+  that overrides `run` or `step` gets the refusing default back unless it defines `nir_node` itself (or, with the
+  same dynamics, says `nir_node = Parent.nir_node`).
 """
 
 from collections.abc import Sequence
