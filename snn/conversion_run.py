@@ -39,7 +39,7 @@ def check_values(cfg: DictConfig, sweeping: bool = False) -> None:
     if cfg.get("ckpt") is None and not sweeping:
         raise ConfigError("ckpt is required: ckpt=outputs/<ann or cnn run>/checkpoints/best.ckpt")
     require(is_count(cfg.T), "T", cfg.T, "an integer >= 1")
-    require(cfg.neuron in NEURONS, "neuron", cfg.neuron, ", ".join(NEURONS))
+    require(cfg.neuron_model in NEURONS, "neuron_model", cfg.neuron_model, ", ".join(NEURONS))
     require(cfg.normalisation in NORMALISATIONS, "normalisation", cfg.normalisation, ", ".join(NORMALISATIONS))
     p = cfg.percentile
     require(is_number(p) and 0 < p <= 100, "percentile", p, "a number in (0, 100]")
@@ -63,7 +63,8 @@ def spiking_run_config(cfg: DictConfig, ann: dict, choices: dict, qcfs: bool) ->
     if target not in TWINS:
         raise ConfigError(f"model._target_={target!r} cannot be converted: an ann or cnn checkpoint is needed")
     option = TWINS[target]
-    model, neuron, encoder = _group("model", option), _group("neuron", cfg.neuron), _group("encoder", "direct")
+    model, encoder = _group("model", option), _group("encoder", "direct")
+    neuron = _group("neuron", cfg.neuron_model)
     start = cfg.initial_membrane if cfg.initial_membrane is not None else (0.5 if qcfs else 0.0)
     neuron.update(threshold=1.0, initial=float(start))
     if "reset" in neuron:  # signed_if's reset is subtraction by construction
@@ -82,7 +83,7 @@ def spiking_run_config(cfg: DictConfig, ann: dict, choices: dict, qcfs: bool) ->
         "calibration_images": None if qcfs else cfg.calibration_batches * cfg.data.batch_size,
         "checkpoint": str(cfg.ckpt),  # a record, not identity (snn.run_identity): each ANN seed converts its own
     }
-    return config, {**choices, "model": option, "neuron": cfg.neuron, "encoder": "direct", "baseline": None}
+    return config, {**choices, "model": option, "neuron": cfg.neuron_model, "encoder": "direct", "baseline": None}
 
 
 def calibration_images(ann_config: dict, cfg: DictConfig) -> list[torch.Tensor]:

@@ -1,4 +1,4 @@
-"""A signed burst integrate-and-fire neuron, for ANN -> SNN conversion (`python -m snn.convert neuron=signed_if`).
+"""A signed burst integrate-and-fire neuron for ANN -> SNN conversion (python -m snn.convert neuron_model=signed_if).
 
 A plain IF neuron converts a ReLU/QCFS activation only on average: a neuron whose input is positive early and
 negative later has already fired and cannot take it back, and it fires at most once a step, so deep stages lag and

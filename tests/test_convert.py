@@ -170,7 +170,7 @@ def convert_cfg(ckpt, mnist_root, values=None):
         ({"percentile": 0}, r"percentile=0 is not allowed: a number in \(0, 100\]"),
         ({"percentile": 100.5}, r"percentile=100.5 is not allowed"),
         ({"normalisation": "mean"}, "normalisation='mean' is not allowed: percentile, max"),
-        ({"neuron": "lif"}, "neuron='lif' is not allowed: if, signed_if"),
+        ({"neuron_model": "lif"}, "neuron_model='lif' is not allowed: if, signed_if"),
         ({"ckpt": "nowhere.ckpt"}, "nowhere.ckpt: no such checkpoint file"),
     ],
 )
@@ -242,6 +242,19 @@ def test_bad_input_ends_with_one_line_and_leaves_no_run_folder(ann_run, mnist_ro
     done = run_module(f"ckpt={ann_run / 'checkpoints' / 'best.ckpt'}", "T=0", cwd=tmp_path, data_root=mnist_root)
     assert done.stderr.strip().splitlines() == ["error: T=0 is not allowed: an integer >= 1"]
     assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").iterdir())
+
+
+@pytest.mark.slow
+def test_the_signed_neuron_is_chosen_on_the_command_line(qcfs_run, mnist_root, tmp_path):
+    ckpt = qcfs_run / "checkpoints" / "best.ckpt"
+    run = tmp_path / "signed"
+    done = run_module(f"ckpt={ckpt}", "T=8", "neuron_model=signed_if", "data.batch_size=16", f"hydra.run.dir={run}",
+                      cwd=tmp_path, data_root=mnist_root)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((run / "results.json").read_text())
+    assert results["neuron"] == "signed_if" and results["config"]["neuron"]["_target_"] == "snn.signed_if.SignedIF"
+    ann = json.loads((qcfs_run / "results.json").read_text())
+    assert results["test/acc"] == ann["test/acc"]  # exact at T = L = 8
 
 
 def test_the_accuracy_plot_names_converted_lines_by_what_they_converted():
