@@ -22,7 +22,7 @@ from pytorch_lightning.callbacks import Callback
 import snn.progress
 
 sys.path.insert(0, os.path.dirname(__file__))
-from throughput import SnntorchLoop  # noqa: E402
+from mlp_nets import SnntorchLoop  # noqa: E402
 
 WARM_UP, SNNTORCH_STEPS = 20, 3
 
