@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TINY
 
 
 @pytest.mark.slow
@@ -77,3 +77,19 @@ def test_rsnn_throughput_benchmark_smoke():
     assert "per-step products [8,256]x[256,256]" in result.stdout and "load average" in result.stdout
     refused = subprocess.run([*command, "--T", "30"], env=env, capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and "--T 30 is not allowed for --net rsnn: a divisor of 784" in refused.stderr
+
+
+@pytest.mark.slow
+def test_cli_throughput_smoke(mnist_root, tmp_path):
+    """benchmarks/cli_throughput.py runs train.py with the user's arguments and prints both speeds and their ratio."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SNN_DATA_DIR": str(mnist_root), "EVERY": "5"}
+    args = ["T=2", *TINY, "trainer.max_epochs=6", "trainer.enable_progress_bar=false"]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "cli_throughput.py"), *args, f"hydra.run.dir={tmp_path / 'run'}"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("train.py: "))
+    assert "samples/s over 8 batches" in line  # 10 after the warm-up, less the first of each epoch
+    assert "median of 2 rounds" in line and line.count("x (threads") == 1
+    assert (tmp_path / "run" / "results.json").exists()  # the run itself is a normal run
