@@ -44,7 +44,10 @@ def spiking(configuration: Configuration) -> bool:
 
 
 def line_name(key: dict, names: list[str]) -> str:
-    """A converted net's line says so (snn.convert): `converted ann (relu)`, then any other keys that tell it apart."""
+    """A converted net's line says so (snn.convert): `converted ann (relu)`, then any other keys that tell it apart.
+    Keys this line does not have (None: e.g. a converted net's model.activation, an ANN's neuron) say nothing of it
+    and are left out."""
+    names = [k for k in names if key.get(k) is not None] or names[:1]
     if key.get("conversion.converted_from") is None:
         return label(key, names)
     what = ("conversion.converted_from", "conversion.activation", "baseline")  # said here, or None for every one

@@ -266,3 +266,7 @@ def test_the_accuracy_plot_names_converted_lines_by_what_they_converted():
         "neuron.initial=0.0"
     )
     assert line_name({"baseline": "csnn"}, ["baseline"]) == "baseline=csnn"  # directly trained: as before
+    # a key a line lacks says nothing of it: a converted net has no model.activation, an ANN no neuron
+    names = ["baseline", "model.activation", "neuron"]
+    assert line_name({**converted, "neuron": "signed_if"}, names) == "converted cnn (qcfs), neuron=signed_if"
+    assert line_name({"baseline": "cnn", "model.activation": "qcfs"}, names) == "baseline=cnn,model.activation=qcfs"
