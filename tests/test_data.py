@@ -15,9 +15,11 @@ from snn.run_groups import load_results
 from tests.conftest import ROOT, TINY, make_tiny_mnist, train_tiny
 
 # Recorded by running this same tiny training on the code from before conf/data/ existed (commit 94a4185, the MNIST
-# data block inline in config.yaml): the data group must not change a single number of an MNIST run.
+# data block inline in config.yaml): the data group must not change a single number of an MNIST run. The snn loss
+# was recorded again when the rate encoder's random numbers came to be drawn by a counter-based generator (session
+# 10, 0.18420255184173584 before): a new random stream, with the data group untouched.
 PINNED = {
-    "snn": (["model=snn", "T=4", "model.hidden_sizes=[64]"], 1.0, 0.18420255184173584),
+    "snn": (["model=snn", "T=4", "model.hidden_sizes=[64]"], 1.0, 0.18670184910297394),
     "cnn": (["model=cnn", "model.channels=[4,8]", "model.hidden_size=16"], 0.6875, 2.0621743202209473),
 }
 
