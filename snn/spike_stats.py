@@ -3,7 +3,8 @@
 - firing rate of a spiking layer: mean spikes per neuron per time step.
 - SynOps: each spike that reaches a weighted layer triggers one accumulate per synapse it drives (its fan-out:
   every output of a Linear, C_out x k x k outputs of a convolution, fewer at the borders). They are counted
-  exactly by running the layer with all weights set to 1 on the binary spikes and summing the result. A spiking
+  exactly by running the layer with all weights set to 1 on the binary spikes and summing the result (integer spike
+  counts, e.g. snn.signed_if's bursts and negative spikes, count |count| events: one binary map per unit). A spiking
   layer's own connections (e.g. a recurrent weight) are counted by the layer itself: its `synops(spikes)`.
 - MACs: dense multiply-accumulates of a weighted layer on analog input: every layer of an ANN, and the first
   layer of a spiking net under `encoder=direct` (the same current at every step, so computed, and counted,
