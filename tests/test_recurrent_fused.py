@@ -170,8 +170,30 @@ def test_where_the_fused_loop_applies(monkeypatch):
         assert recurrent_fused.applies(layer.neuron, current, layer.weight)
     snntorch_leaky = Recurrent(partial(SnntorchLeaky), shape=(4,))  # snnTorch's own loop: stepped, not fused
     assert not recurrent_fused.applies(snntorch_leaky.neuron, current, snntorch_leaky.weight)
-    with torch.autocast("cpu", torch.bfloat16):  # bf16 autocast: the plain path, whose products autocast lowers
-        assert not recurrent_fused.applies(lif.neuron, current, lif.weight)
+    with torch.autocast("cpu", torch.bfloat16):  # bf16 autocast: fused too, autocast's bf16 current cast up
+        assert recurrent_fused.applies(lif.neuron, current.bfloat16(), lif.weight)
         spikes, _ = lif.run(torch.ones(3, 2, 4, dtype=torch.bfloat16))
-    assert spikes.dtype == torch.bfloat16 and spikes.shape == (3, 2, 4)
+    assert spikes.dtype == torch.float32 and spikes.shape == (3, 2, 4)
     assert not recurrent_fused.applies(lif.neuron, current.double(), lif.weight)
+    assert not recurrent_fused.applies(lif.neuron, current, lif.weight.bfloat16())
+
+
+@pytest.mark.parametrize("neuron", [partial(LIF, beta=0.9), partial(ALIF, learnable=True), partial(Synaptic)])
+def test_bf16_autocast_keeps_the_forward_and_lowers_the_backward_products(neuron):
+    """Under bf16 autocast the forward is the float32 one (the same spikes and membranes), the backward's products
+    through W run in bf16: the gradients agree with float32's to bf16 rounding, and differ from them."""
+    torch.manual_seed(0)
+    layer = Recurrent(neuron, shape=(32,))
+    current = (torch.randn(20, 8, 32) * 0.8 + 0.3).requires_grad_()
+    weights = torch.randn(20, 8, 32)
+    results = []
+    for autocast in (False, True):
+        with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+            spikes, membrane = layer.run(current)
+        loss = (spikes * weights).sum() + (membrane * weights.flip(0)).sum()
+        results.append((spikes, membrane, *torch.autograd.grad(loss, [current, layer.weight])))
+    (spikes, membrane, *grads), (spikes16, membrane16, *grads16) = results
+    assert torch.equal(spikes, spikes16) and torch.equal(membrane, membrane16) and 0.05 < spikes.mean() < 0.95
+    for low, full in zip(grads16, grads):
+        assert not torch.equal(low, full)
+        assert float((low - full).norm() / full.norm()) < 1e-2

@@ -11,7 +11,11 @@
 
 #include <array>
 #include <mutex>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
+#include "bf16.h"
 #include "recurrent_neurons.h"
 
 using time_loop::with_surrogate;
@@ -27,6 +31,28 @@ static std::array<const float*, K> row_of(const Ptrs<K>& X, int64_t at) {
   return p;
 }
 
+constexpr int64_t kSlack = 16;  // an index list may be written a whole vector past its last entry
+
+// The indices e in [e0, e1) with s[e] != 0, into out (room for e1 - e0 + kSlack); returns their count. Branch-free
+// (a spike is a coin flip to the branch predictor): AVX-512 compresses 16 at a time in a register, stored whole.
+static int64_t nonzero_indices(const float* s, int64_t e0, int64_t e1, int32_t* out) {
+  int64_t count = 0, e = e0;
+#ifdef __AVX512F__
+  __m512i index = _mm512_add_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                   _mm512_set1_epi32(static_cast<int32_t>(e0)));
+  for (; e + 16 <= e1; e += 16, index = _mm512_add_epi32(index, _mm512_set1_epi32(16))) {
+    const __mmask16 fired = _mm512_cmp_ps_mask(_mm512_loadu_ps(s + e), _mm512_setzero_ps(), _CMP_NEQ_UQ);
+    _mm512_storeu_si512(out + count, _mm512_maskz_compress_epi32(fired, index));
+    count += __builtin_popcount(fired);
+  }
+#endif
+  for (; e < e1; ++e) {
+    out[count] = static_cast<int32_t>(e);
+    count += s[e] != 0.0f;
+  }
+  return count;
+}
+
 // current [T or 1, B, n] (t_stride 0: the same current at every step), W^T [n, n] -> states, spikes [T, B, n]. A
 // task takes its block of batch rows through all T steps, step by step: the feedback W s[t-1] of the block is either
 // event-driven (each row adds W's columns of the neurons that spiked, 4 at a time) or, where more than dense_above of
@@ -39,7 +65,8 @@ static void forward_rows(const Neuron& neuron, const float* I, const torch::Tens
   const float* Wt = weight_t.data_ptr<float>();
   float* S = spikes.data_ptr<float>();
   auto feedback = torch::empty({rows, n}, weight_t.options());
-  std::vector<int32_t> fired(rows * n);  // each row's spikes at t-1, as neuron indices
+  const int64_t stride = n + kSlack;
+  std::vector<int32_t> fired(rows * stride);  // each row's spikes at t-1, as neuron indices
   std::vector<int64_t> count(rows, 0);
   for (int64_t t = 0; t < T; ++t) {
     int64_t total = 0;
@@ -48,7 +75,7 @@ static void forward_rows(const Neuron& neuron, const float* I, const torch::Tens
     if (dense) at::mm_out(feedback, spikes.select(0, t - 1).slice(0, b0, b1), weight_t);  // s[t-1] W^T
     for (int64_t r = 0; r < rows; ++r) {
       float* f = feedback.data_ptr<float>() + r * n;
-      const int32_t* k_fired = fired.data() + r * n;
+      const int32_t* k_fired = fired.data() + r * stride;
       if (!dense) {
         std::fill(f, f + n, 0.0f);
         int64_t k = 0;
@@ -70,11 +97,7 @@ static void forward_rows(const Neuron& neuron, const float* I, const torch::Tens
       for (int q = 0; q < Neuron::kStates; ++q) before[q] = X[q] + (t ? row - B * n : row), now[q] = X[q] + row;
       float* s = S + row;
       neuron.forward(t ? before.data() : nullptr, now.data(), I + t * t_stride + (b0 + r) * n, f, s, n);
-      int32_t* mine = fired.data() + r * n;
-      int64_t c = 0;
-      for (int64_t e = 0; e < n; ++e)
-        if (s[e] != 0.0f) mine[c++] = static_cast<int32_t>(e);
-      count[r] = c;
+      count[r] = nonzero_indices(s, 0, n, fired.data() + r * stride);
     }
   }
 }
@@ -99,7 +122,8 @@ static std::vector<torch::Tensor> run_forward(const Neuron& neuron, const torch:
   return out;
 }
 
-// The loop backwards through time: G (dL/dstate, each [T, B, n]); G[kInput] is dL/dI'[t], the result. Batch rows are
+// The loop backwards through time: G (dL/dstate, each [T, B, n]); G[kInput] is dL/dI'[t], the result. A bf16
+// weight (the caller's choice under bf16 autocast) makes the products through W bf16 GEMMs: twice the rate here. Batch rows are
 // independent here too: each task takes its block of rows through all T steps, its product through W a
 // single-threaded GEMM of its rows, so no step waits on a barrier (on a busy machine one costs a time slice). Each
 // task sums the neuron's parameter gradients over its rows, then adds them to `acc` ([kParams, n]).
@@ -108,15 +132,30 @@ static void backward_loop(const Neuron& neuron, const float* GS, const float* GM
                           const Ptrs<Neuron::kStates>& G, const torch::Tensor& grad_input,
                           const torch::Tensor& weight, float* acc, int64_t T, int64_t B, int64_t n) {
   const int64_t Bn = B * n;
-  auto recurrent = torch::empty({B, n}, weight.options());  // dL/ds[t] through W, then plus the direct one
+  auto recurrent = torch::empty({B, n}, torch::kFloat32);  // dL/ds[t] through W, then plus the direct one
   float* Rc = recurrent.data_ptr<float>();
   std::mutex adding;
+  const bool low = weight.scalar_type() == torch::kBFloat16;
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
     auto rows = recurrent.slice(0, b0, b1);
+    const int64_t size = (b1 - b0) * n;
+    torch::Tensor rows16, product16;  // a bf16 weight: dI'[t+1]'s rows and their product in bf16
+    if (low) rows16 = torch::empty({b1 - b0, n}, weight.options()), product16 = torch::empty_like(rows16);
     std::vector<float> mine(acc ? Neuron::kParams * n : 0, 0.0f);
     for (int64_t t = T - 1; t >= 0; --t) {
       const bool last = t + 1 == T;
-      if (!last) at::mm_out(rows, grad_input.select(0, t + 1).slice(0, b0, b1), weight);  // dI'[t+1] W
+      if (!last && low) {
+        const float* from = grad_input.data_ptr<float>() + ((t + 1) * B + b0) * n;
+        Bf16* a = static_cast<Bf16*>(rows16.data_ptr());
+#pragma omp simd
+        for (int64_t e = 0; e < size; ++e) a[e] = from_float<Bf16>(from[e]);
+        at::mm_out(product16, rows16, weight);  // dI'[t+1] W in bf16 (float32 sums)
+        const Bf16* p = static_cast<const Bf16*>(product16.data_ptr());
+#pragma omp simd
+        for (int64_t e = 0; e < size; ++e) Rc[b0 * n + e] = to_float(p[e]);
+      } else if (!last) {
+        at::mm_out(rows, grad_input.select(0, t + 1).slice(0, b0, b1), weight);  // dI'[t+1] W
+      }
       const float* gs = GS ? GS + t * Bn : nullptr;
       const float* gm = GM ? GM + t * Bn : nullptr;
       if (!last && gs) {
@@ -144,18 +183,23 @@ static void backward_loop(const Neuron& neuron, const float* GS, const float* GM
 }
 
 // dW^T[j, :] = sum over (t, b) with s[t-1, b, j] = 1 of dI'[t, b, :]; each task owns a range of j (rows of dW^T).
+// The spikes are recomputed from the stored states into a row, then listed (nonzero_indices) before the adds.
 template <typename Neuron>
 static torch::Tensor event_driven_weight_grad(const Neuron& neuron, const Ptrs<Neuron::kStates>& X, const float* G,
                                               int64_t T, int64_t B, int64_t n) {
   auto grad_t = torch::zeros({n, n}, torch::kFloat32);
   float* D = grad_t.data_ptr<float>();
   at::parallel_for(0, n, 8, [&](int64_t j0, int64_t j1) {
+    std::vector<float> spiked(n);
+    std::vector<int32_t> fired(j1 - j0 + kSlack);
     for (int64_t row = 0; row < (T - 1) * B; ++row) {  // row = t * B + b: the spikes at t, the gradient at t + 1
       auto x = row_of<Neuron::kStates>(X, row * n);
+#pragma omp simd
+      for (int64_t j = j0; j < j1; ++j) spiked[j] = neuron.fired(x.data(), j) ? 1.0f : 0.0f;
+      const int64_t count = nonzero_indices(spiked.data(), j0, j1, fired.data());
       const float* g = G + (row + B) * n;
-      for (int64_t j = j0; j < j1; ++j) {
-        if (!neuron.fired(x.data(), j)) continue;
-        float* d = D + j * n;
+      for (int64_t k = 0; k < count; ++k) {
+        float* d = D + int64_t{fired[k]} * n;
 #pragma omp simd
         for (int64_t e = 0; e < n; ++e) d[e] += g[e];
       }
