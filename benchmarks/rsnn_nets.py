@@ -50,6 +50,15 @@ class OursRecurrentAlif(OursRecurrent):
                               num_classes=10)  # fmt: skip
 
 
+class OursRecurrentBf16(OursRecurrent):
+    """The LIF net under CPU bf16 autocast (trainer.precision=bf16-mixed): the fused loop's backward products in bf16
+    (on a GPU this row runs the float32 path)."""
+
+    def forward(self, images):
+        with torch.autocast("cpu", torch.bfloat16, enabled=images.device.type == "cpu"):
+            return super().forward(images).float()
+
+
 class OursRecurrentStepLoop(OursRecurrent):
     """This project without its C++ or Triton kernels (SNN_KERNELS=0): Recurrent's plain autograd step loop."""
 
@@ -107,6 +116,7 @@ def candidates():
     rows = [
         ("sequence", "this project", OursRecurrent),
         ("sequence", "this project, ALIF (learnable)", OursRecurrentAlif),
+        ("sequence", "this project, bf16 autocast", OursRecurrentBf16),
         ("sequence", "this project, no C++ kernels", OursRecurrentStepLoop),
         ("sequence", "snnTorch loop", SnntorchRLeaky),
     ]
