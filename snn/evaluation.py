@@ -176,9 +176,10 @@ def classify(module: Classifier, image: torch.Tensor, out_png: Path, label: int 
     trace = trace if module.spiking else None
     figure = inference_figure(image, scores, prediction, name, trace, threshold, label, title, classes=module.classes)
     save(figure, out_png)
-    result = {"prediction": prediction, **scores_of(logits[0], counts), "figure": str(out_png)}
+    result = {"prediction": prediction, "class": module.classes[prediction], **scores_of(logits[0], counts)}
+    result["figure"] = str(out_png)
     if label is not None:
-        result["label"] = label
+        result["label"], result["label_class"] = label, module.classes[label]
     return result
 
 
@@ -212,8 +213,13 @@ def classify_test_sample(
     return [{"image": f"test[{index}]", **result}]
 
 
+def _named(index: int, name: str | None) -> str:
+    """`3` for MNIST's class "3"; `9 "Ankle boot"` where the class has a name of its own (Fashion-MNIST)."""
+    return str(index) if name in (None, str(index)) else f'{index} "{name}"'
+
+
 def prediction_line(result: dict) -> str:
-    truth = f" (true {result['label']})" if "label" in result else ""
+    truth = f" (true {_named(result['label'], result.get('label_class'))})" if "label" in result else ""
     chosen = result["prediction"]
     if "spike_counts" in result:
         spikes = result["spike_counts"]
@@ -221,7 +227,7 @@ def prediction_line(result: dict) -> str:
         score += f"  spike counts {spikes}"
     else:
         score = f"softmax probability {result['softmax_probabilities'][chosen]:.3f}"
-    return f"{result['image']}: predicted {chosen}{truth}  {score}"
+    return f"{result['image']}: predicted {_named(chosen, result.get('class'))}{truth}  {score}"
 
 
 def test_set_summary(metrics: dict) -> str:

@@ -155,6 +155,10 @@ def test_a_prediction_line_says_what_its_score_is():
         and prediction_line({"image": "x.png", "prediction": 1, "label": 1, **membrane})
         == "x.png: predicted 1 (true 1)  softmax probability 0.881"
     )
+    named = {"image": "x.png", "prediction": 9, "class": "Ankle boot", "label": 7, "label_class": "Sneaker"}
+    assert prediction_line({**named, "softmax_probabilities": [0.1] * 10}) == (
+        'x.png: predicted 9 "Ankle boot" (true 7 "Sneaker")  softmax probability 0.100'
+    )
 
 
 def test_evaluation_folders_are_named_by_what_was_evaluated():
