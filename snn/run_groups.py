@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from snn.absent_keys import fill_absent
 from snn.run_identity import identity_of
 from snn.uncertainty import Summary, summarize
 
@@ -123,6 +124,7 @@ def load_results(folder: Path) -> tuple[list[dict], list[str]]:
         problems += notes
         missing = {k: v for k, v in LEGACY_DEFAULTS.items() if k not in result and "config" not in result}
         runs.append({**result, **missing, "run_dir": str(path.parent)})
+    problems += fill_absent(runs)
     order = {"ann": 0, "cnn": 1}
     runs.sort(
         key=lambda r: (

@@ -128,6 +128,26 @@ def test_runs_from_before_a_choice_was_recorded_ran_without_it(tmp_path):
     assert sorted(row[7] for row in table_rows(tmp_path / "results.md")) == ["1", "2"]  # n per configuration
 
 
+def test_keys_newer_than_a_run_are_read_as_todays_default(tmp_path, capsys):
+    """A run recorded before model.recurrent existed groups with today's runs at its default (false in
+    conf/model/snn.yaml) and is not named by it; a run with the key set differently stays apart; the ANN, which has
+    no neuron keys, gets none."""
+    choices = {"model": "snn", "neuron": "lif", "encoder": "rate", "data": "mnist", "trainer": "default"}
+    new = {**SNN, "model.hidden_sizes": [1000], "model.recurrent": False, "neuron.beta": 0.9, "choices": choices}
+    new["config"] = {}  # a run that recorded its whole config (its contents are not read here)
+    old = {key: value for key, value in new.items() if key != "model.recurrent"}
+    ann = {**ANN, "model.hidden_sizes": [1000], "choices": {**choices, "model": "ann"}, "config": {}}
+    write_runs(tmp_path, new, {**old, "seed": 1}, {**new, "model.recurrent": True, "seed": 2}, ann)
+    assert report([str(tmp_path)]) == 0
+    assert "runs from before model.recurrent existed read it as today's default" in capsys.readouterr().err
+    grouped = list(csv.DictReader((tmp_path / "results_grouped.csv").open()))
+    assert sorted((g["model"], g["model.recurrent"], g["neuron.beta"], g["seeds"]) for g in grouped) == [
+        ("ann", "", "", "0"),
+        ("snn", "False", "0.9", "0 1"),
+        ("snn", "True", "0.9", "2"),
+    ]
+
+
 def test_max_epochs_gets_a_column_only_where_a_run_stopped_before_it(tmp_path):
     write_runs(tmp_path, SNN, {**SNN, "max_epochs": 5, "epochs": 5})
     assert report([str(tmp_path)]) == 0
