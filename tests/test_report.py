@@ -148,6 +148,20 @@ def test_keys_newer_than_a_run_are_read_as_todays_default(tmp_path, capsys):
     ]
 
 
+def test_a_results_json_gets_no_default_from_outside_conf_or_from_the_environment(monkeypatch):
+    """Choices that are not option files of conf/ (an override in disguise, a user's own option) give no default, and
+    a default that is an interpolation (data.root reads SNN_DATA_DIR) is not resolved."""
+    from snn.absent_keys import ABSENT, default_of
+
+    monkeypatch.setenv("SNN_DATA_DIR", "/secret")
+    choices = {"model": "snn", "neuron": "lif", "hydra/launcher": "basic", "baseline": None}
+    assert default_of({"choices": choices}, "model.recurrent") is False
+    assert default_of({"choices": choices}, "data.root") is ABSENT and default_of({"choices": choices}, "T") == 25
+    for bad in ({"model": "mine"}, {"hydra.searchpath": "[file:///tmp]"}, {"model": "snn,neuron=plif"}, {"model": 1}):
+        assert default_of({"choices": {**choices, **bad}}, "model.recurrent") is ABSENT
+    assert default_of({"choices": "model=snn"}, "model.recurrent") is ABSENT
+
+
 def test_max_epochs_gets_a_column_only_where_a_run_stopped_before_it(tmp_path):
     write_runs(tmp_path, SNN, {**SNN, "max_epochs": 5, "epochs": 5})
     assert report([str(tmp_path)]) == 0
