@@ -105,7 +105,7 @@ def quote_path_overrides(argv: list[str], keys: tuple[str, ...]) -> list[str]:
 
 
 class Interrupted(Exception):
-    """The run was stopped by SIGTERM (a scheduler's preemption, scancel) before it finished."""
+    """The run was stopped by SIGTERM (a scheduler's preemption, scancel) or Ctrl-C before it finished."""
 
 
 STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST)

@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -72,12 +73,23 @@ def resume_point(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict, str]
     return resumed, stored.get("choices", {}), str(path)
 
 
-def _interrupted(run_dir: Path, when: str) -> Interrupted:
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if not last.exists():
-        return Interrupted(f"the run was interrupted (SIGTERM) {when}, before its first checkpoint: start it again")
-    resume = f"python train.py ckpt_path={os.path.relpath(last)}"
-    return Interrupted(f"the run was interrupted (SIGTERM) {when}; resume it with: {resume}")
+@contextmanager
+def _interruptible(trainer: pl.Trainer, run_dir: Path, stage: str):
+    """A stopped fit or test raises `Interrupted` naming the resume command: Lightning turns SIGTERM into
+    SystemExit(None) (an exit status of 0: the run would pass for finished) and Ctrl-C into sys.exit(1)."""
+    try:
+        yield
+    except (SIGTERMException, SystemExit) as stop:
+        sigterm = isinstance(stop, SIGTERMException)  # a SystemExit too
+        if not (sigterm or trainer.interrupted):
+            raise
+        how = "SIGTERM" if sigterm else "Ctrl-C"
+        when = f"in epoch {trainer.current_epoch}" if stage == "fit" else "while testing"
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if not last.exists():
+            raise Interrupted(f"the run was interrupted ({how}) {when}, before its first checkpoint: start it again")
+        resume = f"python train.py ckpt_path={os.path.relpath(last)}"
+        raise Interrupted(f"the run was interrupted ({how}) {when}; resume it with: {resume}") from None
 
 
 def _quiet_storage_errors_in_threads() -> None:
@@ -148,10 +160,9 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
     if writes:  # other ranks have no file writer (their logger's experiment is a dummy)
         log_session(logger, hparams(run_identity, cfg.seed))  # before training: the HParams tab lists the run
     _quiet_storage_errors_in_threads()
-    try:  # Lightning turns SIGTERM into SystemExit(None), an exit status of 0: the run would pass for finished
-        trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
-    except SIGTERMException:
-        raise _interrupted(run_dir, f"in epoch {trainer.current_epoch}") from None
+    try:
+        with _interruptible(trainer, run_dir, "fit"):
+            trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
     except OSError as error:  # from TensorBoard's writer thread it names no file: say which run could not be written
         error.filename = error.filename or str(run_dir)
         raise
@@ -163,10 +174,8 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> dict:
         best_score, epochs = stored["callbacks"][checkpoint.state_key]["best_model_score"], stored["epoch"] + 1
     # best.ckpt holds the averaged weights validation chose; the callback would load the raw ones back over them.
     trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, EMAWeightAveraging)]
-    try:
+    with _interruptible(trainer, run_dir, "test"):
         tested = trainer.test(module, datamodule=data, ckpt_path=best, verbose=False, weights_only=True)[0]
-    except SIGTERMException:
-        raise _interrupted(run_dir, "while testing") from None
     results = {
         **run_identity,
         "seed": cfg.seed,

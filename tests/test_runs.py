@@ -1,4 +1,4 @@
-"""A run is never lost or overwritten: SIGTERM, a reused folder, a full disk, values that cannot train."""
+"""A run is never lost or overwritten: SIGTERM or Ctrl-C, a reused folder, a full disk, values that cannot train."""
 
 import json
 import math
@@ -36,7 +36,8 @@ def _last_line(result) -> str:
 
 
 @pytest.mark.slow
-def test_sigterm_exits_nonzero_with_the_resume_command(tmp_path, mnist_root):
+@pytest.mark.parametrize("stop, name", [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "Ctrl-C")])
+def test_a_stopped_run_exits_nonzero_with_the_resume_command(tmp_path, mnist_root, stop, name):
     run = tmp_path / "outputs" / "preempted"
     args = [f"data.root={mnist_root}", *TINY, *QUIET, "T=2", "trainer.max_epochs=12", f"hydra.run.dir={run}"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -48,11 +49,12 @@ def test_sigterm_exits_nonzero_with_the_resume_command(tmp_path, mnist_root):
         while stored_epoch(last) < 0:  # Lightning's handler is in place once an epoch is saved
             assert first.poll() is None, "training exited before its first checkpoint"
             time.sleep(0.1)
-        first.send_signal(signal.SIGTERM)
+        first.send_signal(stop)
         assert first.wait(timeout=300) != 0  # not counted as a finished run
     lines = (tmp_path / "stderr").read_text().strip().splitlines()
     assert "Traceback" not in "\n".join(lines)
-    assert lines[-1].startswith("error: the run was interrupted (SIGTERM) in epoch ")
+    assert lines[-1].startswith(f"error: the run was interrupted ({name}) in epoch ")
+    assert (run / "train.log").read_text().strip().splitlines()[-1].endswith(lines[-1])
     assert lines[-1].endswith("; resume it with: python train.py ckpt_path=outputs/preempted/checkpoints/last.ckpt")
     assert not (run / "results.json").exists()
 
