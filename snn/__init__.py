@@ -1,6 +1,9 @@
 import ctypes
 import os
 import platform
+from pathlib import Path
+
+CONF = Path(__file__).resolve().parents[1] / "conf"  # the project's own config folder (conf/<group>/<option>.yaml)
 
 # Before torch is imported: torch then backs large tensors with transparent huge pages, which makes the first touch
 # of each fresh activation (the conv SNN allocates ~50 MB ones every step) about 3x cheaper on Linux.

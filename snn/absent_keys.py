@@ -8,11 +8,10 @@ environment."""
 
 import re
 from functools import cache
-from pathlib import Path
 
+from snn import CONF
 from snn.run_identity import identity_of
 
-CONF = Path(__file__).resolve().parents[1] / "conf"  # as snn.checkpoints.CONF, which would import torch here
 ABSENT = object()
 NAME = re.compile(r"\w+")
 

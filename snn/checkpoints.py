@@ -15,10 +15,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from snn import CONF
 from snn.memory import available_bytes, gib
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
 
 GROUPS = ("model", "neuron", "encoder", "data", "optimizer", "trainer")  # what rebuilding and describing a run read
 STATE_FACTOR = 8  # weights, Adam's two moments, an EMA copy, metric states: a checkpoint holds well under 8x the model

@@ -13,9 +13,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from snn import CONF
 from snn.build import build_classifier
 from snn.checkpoint_io import AtomicCheckpointIO
-from snn.checkpoints import CONF
 from snn.checks import ConfigError, is_count, is_number, require
 from snn.conversion import activation_scales, ann_stages, load_converted
 from snn.evaluation import load_classifier

@@ -15,7 +15,7 @@ import numpy as np
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from snn.checkpoints import CONF
+from snn import CONF
 from snn.checks import ConfigError
 from snn.nir_graph import NIRError
 
