@@ -122,16 +122,19 @@ static std::vector<torch::Tensor> run_forward(const Neuron& neuron, const torch:
   return out;
 }
 
-// The loop backwards through time: G (dL/dstate, each [T, B, n]); G[kInput] is dL/dI'[t], the result. A bf16
-// weight (the caller's choice under bf16 autocast) makes the products through W bf16 GEMMs: twice the rate here. Batch rows are
+// The loop backwards through time into grad_input = dL/dI' [T, B, n] (the input state's gradient). A bf16 weight (the
+// caller's choice under bf16 autocast) makes the products through W bf16 GEMMs: twice the rate here. Batch rows are
 // independent here too: each task takes its block of rows through all T steps, its product through W a
 // single-threaded GEMM of its rows, so no step waits on a barrier (on a busy machine one costs a time slice). Each
-// task sums the neuron's parameter gradients over its rows, then adds them to `acc` ([kParams, n]).
+// task sums the neuron's parameter gradients over its rows, then adds them to `acc` ([kParams, n]). The other
+// states' gradients (ALIF's a, Synaptic's U), read only by the step before, live in two [rows, n] buffers per task,
+// alternating by t: cache-resident, no [T, B, n] written and read back.
 template <int64_t kind, typename Neuron>
 static void backward_loop(const Neuron& neuron, const float* GS, const float* GM, const Ptrs<Neuron::kStates>& X,
-                          const Ptrs<Neuron::kStates>& G, const torch::Tensor& grad_input,
-                          const torch::Tensor& weight, float* acc, int64_t T, int64_t B, int64_t n) {
+                          const torch::Tensor& grad_input, const torch::Tensor& weight, float* acc, int64_t T,
+                          int64_t B, int64_t n) {
   const int64_t Bn = B * n;
+  float* G_in = grad_input.data_ptr<float>();
   auto recurrent = torch::empty({B, n}, torch::kFloat32);  // dL/ds[t] through W, then plus the direct one
   float* Rc = recurrent.data_ptr<float>();
   std::mutex adding;
@@ -142,6 +145,7 @@ static void backward_loop(const Neuron& neuron, const float* GS, const float* GM
     torch::Tensor rows16, product16;  // a bf16 weight: dI'[t+1]'s rows and their product in bf16
     if (low) rows16 = torch::empty({b1 - b0, n}, weight.options()), product16 = torch::empty_like(rows16);
     std::vector<float> mine(acc ? Neuron::kParams * n : 0, 0.0f);
+    std::vector<float> ring(2 * Neuron::kStates * size);  // [parity][state][rows, n]; the input state's part unused
     for (int64_t t = T - 1; t >= 0; --t) {
       const bool last = t + 1 == T;
       if (!last && low) {
@@ -167,9 +171,14 @@ static void backward_loop(const Neuron& neuron, const float* GS, const float* GM
         const int64_t at = t * Bn + r * n;
         auto at_t = row_of<Neuron::kStates>(X, at);
         auto before = row_of<Neuron::kStates>(X, t ? at - Bn : at);
-        auto later = row_of<Neuron::kStates>(G, last ? at : at + Bn);
+        std::array<const float*, Neuron::kStates> later;
         std::array<float*, Neuron::kStates> out;
-        for (int q = 0; q < Neuron::kStates; ++q) out[q] = G[q] + at;
+        for (int q = 0; q < Neuron::kStates; ++q) {
+          float* now = ring.data() + ((t & 1) * Neuron::kStates + q) * size + (r - b0) * n;
+          const float* next = ring.data() + ((~t & 1) * Neuron::kStates + q) * size + (r - b0) * n;
+          out[q] = q == Neuron::kInput ? G_in + at : now;
+          later[q] = q == Neuron::kInput ? G_in + at + Bn : next;
+        }
         neuron.template backward<kind>(at_t.data(), t ? before.data() : nullptr, ds ? ds + r * n : nullptr,
                                        gm ? gm + r * n : nullptr, last ? nullptr : later.data(), out.data(),
                                        acc ? mine.data() : nullptr, n);
@@ -216,18 +225,15 @@ static std::vector<torch::Tensor> run_backward(const Neuron& neuron, const c10::
                                                const std::vector<torch::Tensor>& states_in,
                                                const torch::Tensor& weight_in, int64_t surrogate, bool weight_grad,
                                                bool param_grads) {
-  std::vector<torch::Tensor> states, grads;
-  Ptrs<Neuron::kStates> X, G;
+  std::vector<torch::Tensor> states;
+  Ptrs<Neuron::kStates> X;
   for (int q = 0; q < Neuron::kStates; ++q) {
     states.push_back(states_in[q].defined() ? states_in[q].contiguous() : torch::Tensor());
     X[q] = states[q].defined() ? states[q].data_ptr<float>() : nullptr;
   }
   auto weight = weight_in.contiguous();
   const int64_t T = states[0].size(0), B = states[0].size(1), n = states[0].size(2);
-  for (int q = 0; q < Neuron::kStates; ++q) {
-    grads.push_back(torch::empty({T, B, n}, states[0].options()));
-    G[q] = grads[q].data_ptr<float>();
-  }
+  auto grad = torch::empty({T, B, n}, states[0].options());  // dL/dI' (the other states' gradients: per task)
   auto gs = grad_spikes.has_value() ? grad_spikes->to(torch::kFloat32).contiguous() : torch::Tensor();
   auto gm = grad_membrane.has_value() ? grad_membrane->to(torch::kFloat32).contiguous() : torch::Tensor();
   torch::Tensor params;
@@ -235,13 +241,12 @@ static std::vector<torch::Tensor> run_backward(const Neuron& neuron, const c10::
   float* acc = params.defined() ? params.data_ptr<float>() : nullptr;
   const float* GS = gs.defined() ? gs.data_ptr<float>() : nullptr;
   const float* GM = gm.defined() ? gm.data_ptr<float>() : nullptr;
-  const auto& grad = grads[Neuron::kInput];
   with_surrogate(surrogate, [&](auto kind) {
-    backward_loop<decltype(kind)::value>(neuron, GS, GM, X, G, grad, weight, acc, T, B, n);
+    backward_loop<decltype(kind)::value>(neuron, GS, GM, X, grad, weight, acc, T, B, n);
   });
   torch::Tensor grad_weight;
   if (weight_grad)  // dW[i, j] = sum over t >= 1 and the batch of dI'[t, b, i] s[t-1, b, j]
-    grad_weight = event_driven_weight_grad(neuron, X, G[Neuron::kInput], T, B, n);
+    grad_weight = event_driven_weight_grad(neuron, X, grad.data_ptr<float>(), T, B, n);
   return {grad, grad_weight, params};
 }
 
