@@ -15,6 +15,9 @@ from snn.spike_stats import SpikeStats
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 SCHEDULES = ("none", "cosine")
+# A total gradient norm above this is an explosion, not learning: the nets here train at norms of ~0.1-100; the
+# S-MNIST net at the atan surrogate's default slope starts at ~1e15 (784 steps multiply its derivative).
+EXPLODED = 1e4
 log = logging.getLogger(__name__)
 
 
@@ -64,6 +67,8 @@ class Classifier(pl.LightningModule):
         self.confusion_matrix = None  # of the last test epoch, [true, predicted] counts
         self.best_val_acc = MaxMetric()
         self.best_val_acc.persistent(True)  # in the checkpoint, so a resumed run remembers its best epoch
+        self.train_grad_norm = MaxMetric()  # the epoch's largest, before any clipping
+        self.exploded = False  # warned once a run
         self._register_load_state_dict_pre_hook(_best_of_older_checkpoints)
         self.spike_stats = SpikeStats(net)
         self.example = None  # (hidden spikes, output membrane, label) of the first validation sample
@@ -118,6 +123,26 @@ class Classifier(pl.LightningModule):
 
     def on_train_epoch_start(self):
         self._log_epoch_metrics("train")
+        self.log("train/grad_norm_max", self.train_grad_norm)
+
+    def on_before_optimizer_step(self, optimizer):
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads:  # Lightning calls this before it clips (trainer.gradient_clip_val)
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+            self.train_grad_norm.update(norm if torch.isfinite(norm) else torch.full_like(norm, math.inf))
+
+    def on_train_epoch_end(self):
+        """One warning per run when the gradients explode: read once an epoch, so no step waits for a GPU sync; this
+        process's own largest norm (Lightning syncs the logged one over DDP processes in its own order)."""
+        peak = float(self.train_grad_norm.max_value)
+        if not self.exploded and peak > EXPLODED and self.trainer.is_global_zero:
+            self.exploded = True
+            log.warning(
+                f"gradients exploded in epoch {self.current_epoch + 1}: their total norm reached {peak:.3g} (training "
+                f"that learns stays far below {EXPLODED:g}); backpropagation through many time steps multiplies the "
+                "surrogate's derivative at every step: lower neuron.slope (e.g. 0.5) or clip with "
+                "+trainer.gradient_clip_val=1"
+            )
 
     def on_validation_epoch_start(self):
         self.spike_stats.reset()
