@@ -93,3 +93,16 @@ def test_cli_throughput_smoke(mnist_root, tmp_path):
     assert "samples/s over 8 batches" in line  # 10 after the warm-up, less the first of each epoch
     assert "median of 2 rounds" in line and line.count("x (threads") == 1
     assert (tmp_path / "run" / "results.json").exists()  # the run itself is a normal run
+
+
+@pytest.mark.slow
+def test_gradient_norms_show_the_explosion_a_lower_slope_removes(mnist_root):
+    """benchmarks/gradient_norms.py on experiment=smnist's net (T = 784, made small), on the tiny data: the recurrent
+    weight's gradient at the atan surrogate's default slope is orders of magnitude above its gradient at 0.5."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, str(ROOT / "benchmarks" / "gradient_norms.py"), "experiment=smnist", *TINY]
+    command += [f"data.root={mnist_root}", "model.hidden_sizes=[64]", "--slopes", "2", "0.5", "--batches", "2"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    recurrent = [float(line.split()[-1]) for line in result.stdout.splitlines() if "net.neurons.0.weight" in line]
+    assert len(recurrent) == 2 and recurrent[0] > 1e3 * recurrent[1] > 0
