@@ -18,6 +18,10 @@ SCHEDULES = ("none", "cosine")
 # A total gradient norm above this is an explosion, not learning: the nets here train at norms of ~0.1-100; the
 # S-MNIST net at the atan surrogate's default slope starts at ~1e15 (784 steps multiply its derivative).
 EXPLODED = 1e4
+EXPLODING_ADVICE = (
+    "backpropagation through many time steps multiplies the surrogate's derivative at every step: lower neuron.slope "
+    "or clip with +trainer.gradient_clip_val=1"
+)
 log = logging.getLogger(__name__)
 
 
@@ -127,9 +131,15 @@ class Classifier(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer):
         grads = [p.grad for p in self.parameters() if p.grad is not None]
-        if grads:  # Lightning calls this before it clips (trainer.gradient_clip_val)
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
-            self.train_grad_norm.update(norm if torch.isfinite(norm) else torch.full_like(norm, math.inf))
+        if not grads:
+            return
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+        if not torch.isfinite(norm):  # the step would make weights NaN: the net stops spiking, its loss stays finite
+            raise FloatingPointError(
+                f"the gradients became {norm.item()} at epoch {self.current_epoch}, step {self.global_step}; stopped "
+                f"(checkpoints/ keeps the last good epoch): {EXPLODING_ADVICE}"
+            )
+        self.train_grad_norm.update(norm)  # before Lightning clips (trainer.gradient_clip_val)
 
     def on_train_epoch_end(self):
         """One warning per run when the gradients explode: read once an epoch, so no step waits for a GPU sync; this
@@ -139,9 +149,7 @@ class Classifier(pl.LightningModule):
             self.exploded = True
             log.warning(
                 f"gradients exploded in epoch {self.current_epoch + 1}: their total norm reached {peak:.3g} (training "
-                f"that learns stays far below {EXPLODED:g}); backpropagation through many time steps multiplies the "
-                "surrogate's derivative at every step: lower neuron.slope (e.g. 0.5) or clip with "
-                "+trainer.gradient_clip_val=1"
+                f"that learns stays far below {EXPLODED:g}): {EXPLODING_ADVICE}"
             )
 
     def on_validation_epoch_start(self):
