@@ -1,6 +1,8 @@
 """Checks of the public config keys, run before anything is built, loaded or written: each group's object is built,
 so its own constructor checks its values (snn.checks), and a refusal names the config key."""
 
+import re
+
 from omegaconf import DictConfig, OmegaConf
 
 from snn.checks import ConfigError, InvalidValue, is_count, not_importable, require
@@ -12,8 +14,15 @@ def _built(cfg: DictConfig, group: str, build):
 
     try:
         return build()
-    except (InstantiationException, InvalidValue) as error:
+    except (InstantiationException, InvalidValue, TypeError) as error:
         cause = error.__cause__ if isinstance(error, InstantiationException) else error
+        unknown = isinstance(cause, TypeError) and re.search(r"unexpected keyword argument '(\w+)'", str(cause))
+        if unknown:  # e.g. experiment=smnist's ALIF keys with neuron=lif
+            key, target = unknown.group(1), cfg[group].get("_target_")
+            raise ConfigError(
+                f"{group}.{key} is not allowed: {target} takes no {key} (a preset may set it for another {group}: "
+                f"drop it with ~{group}.{key})"
+            ) from None
         if isinstance(cause, ImportError):
             raise not_importable(group, cfg[group].get("_target_"), cause) from None
         if not isinstance(cause, InvalidValue):

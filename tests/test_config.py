@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -81,6 +82,22 @@ def test_optuna_search_composes(compose_cfg):
 def test_invalid_values_name_the_key(compose_cfg, override, key):
     with pytest.raises(ConfigError, match=rf"^{key}=.*allowed"):
         validate(compose_cfg(*override.split()))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (  # a preset's keys for ALIF reach the neuron swapped in for a comparison
+            ("experiment=smnist", "neuron=lif"),
+            "neuron.tau_adaptation is not allowed: snn.neurons.LIF takes no tau_adaptation (a preset may set it for "
+            "another neuron: drop it with ~neuron.tau_adaptation)",
+        ),
+        (("+model.depth=3",), "model.depth is not allowed: snn.architectures.SpikingMLP takes no depth"),
+    ],
+)
+def test_a_key_the_class_does_not_take_is_named(compose_cfg, overrides, message):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(message)}"):
+        validate(compose_cfg(*overrides))
 
 
 def test_plif_rejects_beta_one(compose_cfg):
