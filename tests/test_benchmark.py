@@ -106,3 +106,8 @@ def test_gradient_norms_show_the_explosion_a_lower_slope_removes(mnist_root):
     assert result.returncode == 0, result.stderr[-2000:]
     recurrent = [float(line.split()[-1]) for line in result.stdout.splitlines() if "net.neurons.0.weight" in line]
     assert len(recurrent) == 2 and recurrent[0] > 1e3 * recurrent[1] > 0
+    steps = [*command[:-5], "--slopes", "0.5", "--batches", "1", "--steps", "5", "--clip", "1"]
+    trained = subprocess.run(steps, env=env, capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    (line,) = [line for line in trained.stdout.splitlines() if "recurrent ||W||_2" in line]
+    assert line.startswith("  step    0: loss ") and float(line.split()[-1]) > 0  # W's spectral norm
