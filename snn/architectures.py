@@ -112,7 +112,8 @@ class SpikingMLP(SpikingNet):
     """input -> hidden... -> classes, every Linear followed by a spiking neuron (output layer included).
     `sparse_input`: auto | always | never, the event-driven products of `snn.sparse_input`.
     `recurrent`: the hidden layers' neurons wrapped in `snn.recurrent.Recurrent` (their spikes fed back through a
-    learned all-to-all weight); the output layer stays feed-forward."""
+    learned all-to-all weight); the output layer stays feed-forward. `recurrent_max_norm`: that weight's spectral norm
+    limit while training (null: none)."""
 
     def __init__(
         self,
@@ -122,18 +123,22 @@ class SpikingMLP(SpikingNet):
         sparse_input: str = "auto",
         recurrent: bool = False,
         readout_steps: int | None = None,
+        recurrent_max_norm: float | None = None,
         *,
         input_shape: Sequence[int],
         num_classes: int,
     ):
         hidden = _check_sizes(hidden_sizes, "hidden_sizes", "[1000] or [500,500]")
         require(isinstance(recurrent, bool), "recurrent", recurrent, "true or false")
+        allowed = "null (model.recurrent=false has no recurrent weight)"
+        require(recurrent or recurrent_max_norm is None, "recurrent_max_norm", recurrent_max_norm, allowed)
         sizes = [math.prod(input_shape), *hidden, num_classes]
         stages = [
             nn.Sequential(nn.Flatten(), SparseInputLinear(a, b, mode=sparse_input))
             for a, b in zip(sizes[:-1], sizes[1:])
         ]
-        neurons = [functools.partial(Recurrent, neuron) if recurrent else neuron] * len(hidden) + [neuron]
+        hidden_neuron = functools.partial(Recurrent, neuron, max_norm=recurrent_max_norm) if recurrent else neuron
+        neurons = [hidden_neuron] * len(hidden) + [neuron]
         super().__init__(stages, neurons, readout, input_shape, readout_steps)
         if recurrent and any(isinstance(layer.neuron, Recurrent) for layer in self.neurons[:-1]):
             allowed = "false with a neuron that is recurrent itself (neuron=recurrent_lif)"

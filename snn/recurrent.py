@@ -7,7 +7,9 @@ input current at the next step:
 included). The wrapped neuron is any SpikingLayer that implements `step`; time runs through `SpikingLayer.run`'s step
 loop with plain autograd, or, for LIF, IF, PLIF, ALIF and Synaptic, on CPU through one fused event-driven loop in
 C++ (snn.recurrent_fused) and on GPUs through a GEMM and one Triton kernel per step (snn.triton_recurrent);
-`kernels.backend` decides, SNN_KERNELS=0 keeps the step loop. As a neuron factory
+`kernels.backend` decides, SNN_KERNELS=0 keeps the step loop. `max_norm` (model.recurrent_max_norm) keeps W's spectral
+norm at most that while training (projected gradient descent, applied as each training forward starts): Adam grows
+W until backpropagation through hundreds of steps explodes (S-MNIST: within ~30 steps at lr 2e-3). As a neuron factory
 (`neuron=partial(Recurrent, partial(LIF, beta=0.9))`, or a yaml with a nested `_partial_` neuron) it makes any
 SpikingNet recurrent without changing `SpikingNet.forward`.
 """
@@ -16,10 +18,12 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from snn import kernels, recurrent_fused
 from snn.alif import ALIF
+from snn.checks import is_number, require
 from snn.neurons import LIF
 from snn.spiking_layer import SpikingLayer
 from snn.synaptic import Synaptic
@@ -28,8 +32,12 @@ IN_TRITON = (LIF, ALIF, Synaptic)  # with their class's own step: snn.triton_rec
 
 
 class Recurrent(SpikingLayer):
-    def __init__(self, neuron: Callable[..., SpikingLayer], *, shape: tuple[int, ...]):
+    def __init__(
+        self, neuron: Callable[..., SpikingLayer], *, shape: tuple[int, ...], max_norm: float | None = None
+    ):
         super().__init__(shape)
+        ok = max_norm is None or (is_number(max_norm) and 0 < max_norm < math.inf)
+        require(ok, "recurrent_max_norm", max_norm, "null (no limit) or a finite number > 0")
         if self.shape is None:
             raise ValueError("Recurrent needs its layer's shape (shape=...) to size its recurrent weight")
         self.neuron = neuron(shape=self.shape)
@@ -39,8 +47,26 @@ class Recurrent(SpikingLayer):
         n = math.prod(self.shape)
         # nn.Linear's default initialisation, U(-1/sqrt(n), 1/sqrt(n)), for a fan-in of n
         self.weight = nn.Parameter(torch.empty(n, n).uniform_(-1 / math.sqrt(n), 1 / math.sqrt(n)))
+        self.max_norm = max_norm
+        if max_norm is not None:  # the power iteration's vector, warm-started from step to step (not saved)
+            self.register_buffer("_left", F.normalize(torch.randn(n), dim=0), persistent=False)
+
+    @torch.no_grad()
+    def limit_norm(self, iterations: int = 2) -> None:
+        """Scale W down to spectral norm max_norm where it is above (the norm by power iteration)."""
+        w = self.weight.float()
+        u = self._left
+        for _ in range(iterations):
+            v = F.normalize(w.T @ u, dim=0)
+            u = F.normalize(w @ v, dim=0)
+        self._left.copy_(u)
+        norm = float(u @ w @ v)
+        if norm > self.max_norm:
+            self.weight.mul_(self.max_norm / norm)
 
     def run(self, current: torch.Tensor, steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.max_norm is not None and self.training:
+            self.limit_norm()
         backend = kernels.backend(current)  # the one place that decides (SNN_KERNELS=triton refuses where it can't)
         if backend == "triton" and _in_triton(self.neuron):
             from snn import triton_recurrent  # imports Triton, which kernels.backend found

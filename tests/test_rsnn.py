@@ -1,6 +1,7 @@
 """Recurrence chosen by config (model.recurrent, model=rsnn) and the readout over the last steps (readout_steps)."""
 
 import json
+import re
 from functools import partial
 
 import pytest
@@ -70,3 +71,37 @@ def test_model_rsnn_trains_and_reloads(tmp_path, mnist_root):
     net = module.net
     assert [type(n).__name__ for n in net.neurons] == ["Recurrent", "LIF"] and net.readout_steps == 2
     assert net.neurons[0].weight.shape == (16, 16) and net.readout == "membrane"
+
+
+def test_recurrent_max_norm_keeps_the_weight_within_its_spectral_norm_while_training():
+    """model.recurrent_max_norm: each training forward first scales W down to that spectral norm where it is above
+    (power iteration, warm-started: checked against the SVD); evaluation leaves W as it is; the limit is no state."""
+    torch.manual_seed(0)
+    net = SpikingMLP(partial(LIF, 0.9), hidden_sizes=[32], recurrent=True, recurrent_max_norm=0.8, **SIZES)
+    layer = net.neurons[0]
+    with torch.no_grad():
+        layer.weight.normal_(0, 0.3)  # spectral norm ~3.4
+    x = torch.rand(5, 2, 1, 28, 28)
+    net.eval()
+    before = layer.weight.clone()
+    net(x)
+    assert torch.equal(layer.weight, before)
+    net.train()
+    for _ in range(15):  # the power iteration's estimate converges over the steps (2 iterations a step)
+        net(x)
+    weight = layer.weight.detach()
+    assert float(torch.linalg.matrix_norm(weight, 2)) == pytest.approx(0.8, rel=0.02)  # the estimate is from below
+    assert torch.allclose(weight / weight.norm(), before / before.norm(), rtol=1e-4, atol=1e-6)  # scaled, not changed
+    assert "neurons.0._left" not in net.state_dict()
+
+
+@pytest.mark.parametrize(
+    "overrides, allowed",
+    [
+        (("model=rsnn", "model.recurrent_max_norm=0"), "null (no limit) or a finite number > 0"),
+        (("model=snn", "+model.recurrent_max_norm=1"), "null (model.recurrent=false has no recurrent weight)"),
+    ],
+)
+def test_recurrent_max_norm_is_checked(compose_cfg, overrides, allowed):
+    with pytest.raises(ConfigError, match=rf"^model.recurrent_max_norm=.* is not allowed: {re.escape(allowed)}$"):
+        validate(compose_cfg(*overrides))
