@@ -117,6 +117,7 @@ static std::vector<torch::Tensor> run_forward(const Neuron& neuron, const torch:
   }
   const float* I = current.data_ptr<float>();
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    const time_loop::FlushDenormals flush;
     forward_rows(neuron, I, Wt, X, out[0], T, B, n, t_stride, dense_above, b0, b1);
   });
   return out;
@@ -140,6 +141,7 @@ static void backward_loop(const Neuron& neuron, const float* GS, const float* GM
   std::mutex adding;
   const bool low = weight.scalar_type() == torch::kBFloat16;
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    const time_loop::FlushDenormals flush;  // its products through W too (the GEMM runs on this thread)
     auto rows = recurrent.slice(0, b0, b1);
     const int64_t size = (b1 - b0) * n;
     torch::Tensor rows16, product16;  // a bf16 weight: dI'[t+1]'s rows and their product in bf16
@@ -199,6 +201,7 @@ static torch::Tensor event_driven_weight_grad(const Neuron& neuron, const Ptrs<N
   auto grad_t = torch::zeros({n, n}, torch::kFloat32);
   float* D = grad_t.data_ptr<float>();
   at::parallel_for(0, n, 8, [&](int64_t j0, int64_t j1) {
+    const time_loop::FlushDenormals flush;
     std::vector<float> spiked(n);
     std::vector<int32_t> fired(j1 - j0 + kSlack);
     for (int64_t row = 0; row < (T - 1) * B; ++row) {  // row = t * B + b: the spikes at t, the gradient at t + 1

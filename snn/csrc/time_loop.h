@@ -5,8 +5,22 @@
 
 #include <algorithm>
 #include <cmath>
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
 
 namespace time_loop {
+
+// Within its scope, this thread flushes denormal floats to zero (FTZ, DAZ), as a GPU does. A gradient vanishing
+// through hundreds of steps turns denormal, and x86 takes ~100 cycles per denormal operand: a fused S-MNIST backward
+// went from 1 s to 27 s. Values below 1.2e-38 carry nothing a float32 update can use.
+struct FlushDenormals {
+#if defined(__SSE__)
+  unsigned int saved = _mm_getcsr();
+  FlushDenormals() { _mm_setcsr(saved | 0x8040); }  // FTZ (bit 15) and DAZ (bit 6)
+  ~FlushDenormals() { _mm_setcsr(saved); }
+#endif
+};
 
 constexpr int64_t kGrain = 4096;  // neurons per task
 constexpr int64_t kBlock = 512;   // neurons taken through all time steps at once: their rows stay in L1
@@ -15,6 +29,7 @@ constexpr int64_t kBlock = 512;   // neurons taken through all time steps at onc
 template <typename F>
 static void for_neuron_blocks(int64_t E, const F& body) {
   at::parallel_for(0, E, kGrain, [&](int64_t begin, int64_t end) {
+    const FlushDenormals flush;
     for (int64_t b = begin; b < end; b += kBlock) body(b, std::min(end, b + kBlock));
   });
 }
