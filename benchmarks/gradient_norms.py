@@ -20,12 +20,8 @@ from hydra.utils import instantiate
 
 from snn import CONF
 from snn.build import build_classifier
-from snn.classifier import OPTIMIZERS
+from snn.classifier import OPTIMIZERS, grad_norm
 from snn.recurrent import Recurrent
-
-
-def _total(module) -> float:
-    return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in module.parameters() if p.grad is not None]))
 
 
 def measure(overrides: list[str], batches: int, steps: int, clip: float | None) -> None:
@@ -54,7 +50,7 @@ def measure(overrides: list[str], batches: int, steps: int, clip: float | None) 
                 for name, g in grads.items():
                     print(f"    {name:40s} |grad| {statistics.median(g):.3g}")
             continue
-        step, norm = i - batches, _total(module)
+        step, norm = i - batches, grad_norm(module.parameters())
         if step % 5 == 0 or not torch.isfinite(norm):
             spectral = " ".join(f"{torch.linalg.matrix_norm(m.weight.detach(), 2):.3f}" for m in recurrent)
             print(f"  step {step:4d}: loss {loss.item():.3f}, |grad| {norm:.3g}, recurrent ||W||_2 {spectral or '-'}")

@@ -25,6 +25,12 @@ EXPLODING_ADVICE = (
 log = logging.getLogger(__name__)
 
 
+def grad_norm(parameters) -> torch.Tensor | None:
+    """The total (2-norm) gradient norm over the parameters that have a gradient; None where none has."""
+    norms = [torch.linalg.vector_norm(p.grad.float()) for p in parameters if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else None
+
+
 def check_optimizer(optimizer: dict) -> None:
     name, lr, schedule = optimizer.get("name"), optimizer.get("lr"), optimizer.get("schedule", "none")
     decay, ema = optimizer.get("weight_decay", 0.0), optimizer.get("ema_decay")
@@ -130,10 +136,9 @@ class Classifier(pl.LightningModule):
         self.log("train/grad_norm_max", self.train_grad_norm)
 
     def on_before_optimizer_step(self, optimizer):
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        if not grads:
+        norm = grad_norm(self.parameters())
+        if norm is None:
             return
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
         scaled = getattr(self._trainer, "precision", None) == "16-mixed"  # its scaler skips inf steps itself
         if not torch.isfinite(norm) and not scaled:  # the step would write NaN weights: a silent net, a finite loss
             raise FloatingPointError(
@@ -143,8 +148,8 @@ class Classifier(pl.LightningModule):
         self.train_grad_norm.update(norm)  # before Lightning clips (trainer.gradient_clip_val)
 
     def on_train_epoch_end(self):
-        """One warning per run when the gradients explode: read once an epoch, so no step waits for a GPU sync; this
-        process's own largest norm (Lightning syncs the logged one over DDP processes in its own order)."""
+        """One warning per run when the gradients explode, from this process's own largest norm of the epoch
+        (Lightning syncs the logged one over DDP processes in its own order)."""
         peak = float(self.train_grad_norm.max_value)
         if not self.exploded and peak > EXPLODED and self.trainer.is_global_zero:
             self.exploded = True
