@@ -113,7 +113,7 @@ class SpikingMLP(SpikingNet):
     `sparse_input`: auto | always | never, the event-driven products of `snn.sparse_input`.
     `recurrent`: the hidden layers' neurons wrapped in `snn.recurrent.Recurrent` (their spikes fed back through a
     learned all-to-all weight); the output layer stays feed-forward. `recurrent_max_norm`: that weight's spectral norm
-    limit while training (null: none)."""
+    limit while training (null: none); `recurrent_init`: uniform | zero, its initialisation."""
 
     def __init__(
         self,
@@ -124,6 +124,7 @@ class SpikingMLP(SpikingNet):
         recurrent: bool = False,
         readout_steps: int | None = None,
         recurrent_max_norm: float | None = None,
+        recurrent_init: str = "uniform",
         *,
         input_shape: Sequence[int],
         num_classes: int,
@@ -132,12 +133,15 @@ class SpikingMLP(SpikingNet):
         require(isinstance(recurrent, bool), "recurrent", recurrent, "true or false")
         allowed = "null (model.recurrent=false has no recurrent weight)"
         require(recurrent or recurrent_max_norm is None, "recurrent_max_norm", recurrent_max_norm, allowed)
+        allowed = "uniform (model.recurrent=false has no recurrent weight)"
+        require(recurrent or recurrent_init == "uniform", "recurrent_init", recurrent_init, allowed)
         sizes = [math.prod(input_shape), *hidden, num_classes]
         stages = [
             nn.Sequential(nn.Flatten(), SparseInputLinear(a, b, mode=sparse_input))
             for a, b in zip(sizes[:-1], sizes[1:])
         ]
-        hidden_neuron = functools.partial(Recurrent, neuron, max_norm=recurrent_max_norm) if recurrent else neuron
+        options = dict(max_norm=recurrent_max_norm, init=recurrent_init)
+        hidden_neuron = functools.partial(Recurrent, neuron, **options) if recurrent else neuron
         neurons = [hidden_neuron] * len(hidden) + [neuron]
         super().__init__(stages, neurons, readout, input_shape, readout_steps)
         if recurrent and any(isinstance(layer.neuron, Recurrent) for layer in self.neurons[:-1]):

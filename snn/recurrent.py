@@ -11,7 +11,8 @@ C++ (snn.recurrent_fused) and on GPUs through a GEMM and one Triton kernel per s
 norm at most that while training (projected gradient descent, applied as each training forward starts): Adam grows
 W until backpropagation through hundreds of steps explodes (S-MNIST: within ~30 steps at lr 2e-3). As a neuron factory
 (`neuron=partial(Recurrent, partial(LIF, beta=0.9))`, or a yaml with a nested `_partial_` neuron) it makes any
-SpikingNet recurrent without changing `SpikingNet.forward`.
+SpikingNet recurrent without changing `SpikingNet.forward`. `init` (model.recurrent_init): `uniform`, nn.Linear's
+default, or `zero`, SRNN's (Yin et al., 2021).
 """
 
 import math
@@ -28,16 +29,23 @@ from snn.neurons import LIF
 from snn.spiking_layer import SpikingLayer
 from snn.synaptic import Synaptic
 
+INITS = ("uniform", "zero")  # the recurrent weight's initialisation (model.recurrent_init)
 IN_TRITON = (LIF, ALIF, Synaptic)  # with their class's own step: snn.triton_recurrent runs its equations
 
 
 class Recurrent(SpikingLayer):
     def __init__(
-        self, neuron: Callable[..., SpikingLayer], *, shape: tuple[int, ...], max_norm: float | None = None
+        self,
+        neuron: Callable[..., SpikingLayer],
+        *,
+        shape: tuple[int, ...],
+        max_norm: float | None = None,
+        init: str = "uniform",
     ):
         super().__init__(shape)
         ok = max_norm is None or (is_number(max_norm) and 0 < max_norm < math.inf)
         require(ok, "recurrent_max_norm", max_norm, "null (no limit) or a finite number > 0")
+        require(init in INITS, "recurrent_init", init, ", ".join(INITS))
         if self.shape is None:
             raise ValueError("Recurrent needs its layer's shape (shape=...) to size its recurrent weight")
         self.neuron = neuron(shape=self.shape)
@@ -45,8 +53,11 @@ class Recurrent(SpikingLayer):
             raise ValueError(f"Recurrent steps the neuron it wraps: {type(self.neuron).__name__} has no step")
         self.threshold = self.neuron.threshold
         n = math.prod(self.shape)
-        # nn.Linear's default initialisation, U(-1/sqrt(n), 1/sqrt(n)), for a fan-in of n
-        self.weight = nn.Parameter(torch.empty(n, n).uniform_(-1 / math.sqrt(n), 1 / math.sqrt(n)))
+        # uniform: nn.Linear's default, U(-1/sqrt(n), 1/sqrt(n)) for a fan-in of n (spectral norm ~1.15);
+        # zero: SRNN's, no feedback until training builds it (backpropagation through time starts stable)
+        self.weight = nn.Parameter(torch.zeros(n, n))
+        if init == "uniform":
+            nn.init.uniform_(self.weight, -1 / math.sqrt(n), 1 / math.sqrt(n))
         self.max_norm = max_norm
         if max_norm is not None:  # the power iteration's vector, warm-started from step to step (not saved)
             self.register_buffer("_left", F.normalize(torch.randn(n), dim=0), persistent=False)
@@ -59,6 +70,8 @@ class Recurrent(SpikingLayer):
         for _ in range(iterations):
             v = F.normalize(w.T @ u, dim=0)
             u = F.normalize(w @ v, dim=0)
+        if not u.any():  # W = 0 (recurrent_init=zero): keep the vector, a zero one would never leave zero
+            return
         self._left.copy_(u)
         norm = float(u @ w @ v)
         if norm > self.max_norm:

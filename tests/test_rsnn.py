@@ -95,13 +95,41 @@ def test_recurrent_max_norm_keeps_the_weight_within_its_spectral_norm_while_trai
     assert "neurons.0._left" not in net.state_dict()
 
 
+def test_recurrent_init_zero_starts_without_feedback_and_learns_it():
+    """model.recurrent_init=zero (SRNN's): W starts at zero, so the layer runs as its neuron alone (the outputs equal
+    the feed-forward net's with the same other weights), and one backward gives W a non-zero gradient."""
+    torch.manual_seed(0)
+    net = SpikingMLP(partial(LIF, 0.9), hidden_sizes=[32], recurrent=True, recurrent_init="zero", **SIZES)
+    plain = SpikingMLP(partial(LIF, 0.9), hidden_sizes=[32], **SIZES)
+    plain.stages.load_state_dict(net.stages.state_dict())
+    layer = net.neurons[0]
+    assert torch.count_nonzero(layer.weight) == 0
+    x = (torch.rand(8, 4, 1, 28, 28) < 0.3).float() * 4  # strong enough that the hidden layer fires
+    out, trace = net(x, trace=True)
+    assert trace.spikes[0].sum() > 0 and torch.equal(out, plain(x))
+    out.square().sum().backward()
+    assert torch.count_nonzero(layer.weight.grad) > 0
+    capped = SpikingMLP(partial(LIF, 0.9), hidden_sizes=[32], recurrent=True, recurrent_init="zero",
+                        recurrent_max_norm=0.8, **SIZES)  # fmt: skip
+    capped(x)  # W = 0: nothing to scale; then W grows, and the limit still finds its norm
+    with torch.no_grad():
+        capped.neurons[0].weight.normal_(0, 0.3)
+    for _ in range(15):
+        capped(x)
+    assert float(torch.linalg.matrix_norm(capped.neurons[0].weight.detach(), 2)) == pytest.approx(0.8, rel=0.02)
+
+
 @pytest.mark.parametrize(
-    "overrides, allowed",
+    "key, overrides, allowed",
     [
-        (("model=rsnn", "model.recurrent_max_norm=0"), "null (no limit) or a finite number > 0"),
-        (("model=snn", "+model.recurrent_max_norm=1"), "null (model.recurrent=false has no recurrent weight)"),
+        ("recurrent_max_norm", ("model=rsnn", "model.recurrent_max_norm=0"), "null (no limit) or a finite number > 0"),
+        ("recurrent_max_norm", ("model=snn", "+model.recurrent_max_norm=1"),
+         "null (model.recurrent=false has no recurrent weight)"),
+        ("recurrent_init", ("model=rsnn", "model.recurrent_init=orthogonal"), "uniform, zero"),
+        ("recurrent_init", ("model=snn", "+model.recurrent_init=zero"),
+         "uniform (model.recurrent=false has no recurrent weight)"),
     ],
-)
-def test_recurrent_max_norm_is_checked(compose_cfg, overrides, allowed):
-    with pytest.raises(ConfigError, match=rf"^model.recurrent_max_norm=.* is not allowed: {re.escape(allowed)}$"):
+)  # fmt: skip
+def test_recurrent_options_are_checked(compose_cfg, key, overrides, allowed):
+    with pytest.raises(ConfigError, match=rf"^model.{key}=.* is not allowed: {re.escape(allowed)}$"):
         validate(compose_cfg(*overrides))
