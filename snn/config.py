@@ -1,28 +1,43 @@
 """Checks of the public config keys, run before anything is built, loaded or written: each group's object is built,
 so its own constructor checks its values (snn.checks), and a refusal names the config key."""
 
-import re
+import inspect
 
 from omegaconf import DictConfig, OmegaConf
 
 from snn.checks import ConfigError, InvalidValue, is_count, not_importable, require
 
 
+def _check_keys(cfg: DictConfig, group: str) -> None:
+    """Each key of a group with a `_target_` must be a parameter of that target (e.g. experiment=smnist's ALIF keys
+    with neuron=lif): read off its signature, before anything is built."""
+    from hydra.utils import get_object
+
+    target = cfg[group].get("_target_")
+    try:
+        parameters = inspect.signature(get_object(target)).parameters
+    except Exception:  # not importable, no signature: building it says why
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return
+    for key in cfg[group]:
+        if not key.startswith("_") and key not in parameters:
+            raise ConfigError(
+                f"{group}.{key} is not allowed: {target} takes no {key} (a preset may set it for another {group}: "
+                f"drop it with ~{group}.{key})"
+            )
+
+
 def _built(cfg: DictConfig, group: str, build):
     """Build a group's object, so its constructor checks every value, and name a refused one by its config key."""
     from hydra.errors import InstantiationException
 
+    if isinstance(cfg.get(group), DictConfig):
+        _check_keys(cfg, group)
     try:
         return build()
-    except (InstantiationException, InvalidValue, TypeError) as error:
+    except (InstantiationException, InvalidValue) as error:
         cause = error.__cause__ if isinstance(error, InstantiationException) else error
-        unknown = isinstance(cause, TypeError) and re.search(r"unexpected keyword argument '(\w+)'", str(cause))
-        if unknown:  # e.g. experiment=smnist's ALIF keys with neuron=lif
-            key, target = unknown.group(1), cfg[group].get("_target_")
-            raise ConfigError(
-                f"{group}.{key} is not allowed: {target} takes no {key} (a preset may set it for another {group}: "
-                f"drop it with ~{group}.{key})"
-            ) from None
         if isinstance(cause, ImportError):
             raise not_importable(group, cfg[group].get("_target_"), cause) from None
         if not isinstance(cause, InvalidValue):

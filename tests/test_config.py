@@ -9,6 +9,7 @@ from hydra.utils import instantiate
 from snn.build import build_model
 from snn.checks import ConfigError
 from snn.config import validate
+from snn.neurons import LIF
 from tests.conftest import CONF, ROOT
 
 GROUPS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in ("model", "neuron", "encoder", "data")}
@@ -98,6 +99,20 @@ def test_invalid_values_name_the_key(compose_cfg, override, key):
 def test_a_key_the_class_does_not_take_is_named(compose_cfg, overrides, message):
     with pytest.raises(ConfigError, match=rf"^{re.escape(message)}"):
         validate(compose_cfg(*overrides))
+
+
+class PassesAWrongKeyOn(LIF):
+    """A user's neuron whose own constructor has a bug: a keyword that LIF does not take."""
+
+    def __init__(self, **options):
+        super().__init__(**options, nonsense=1)
+
+
+def test_a_wrong_key_inside_a_constructor_is_not_blamed_on_the_config(compose_cfg):
+    """Keys are checked against the target's signature: a TypeError raised deeper is the class's own bug and stays
+    a traceback, not 'neuron.nonsense is not allowed' (no such key is in the config)."""
+    with pytest.raises(TypeError, match="unexpected keyword argument 'nonsense'"):
+        validate(compose_cfg(f"neuron._target_={__name__}.PassesAWrongKeyOn"))
 
 
 def test_plif_rejects_beta_one(compose_cfg):
