@@ -19,8 +19,8 @@ SCHEDULES = ("none", "cosine")
 # S-MNIST net at the atan surrogate's default slope starts at ~1e15 (784 steps multiply its derivative).
 EXPLODED = 1e4
 EXPLODING_ADVICE = (
-    "backpropagation through many time steps multiplies the surrogate's derivative at every step: lower neuron.slope "
-    "or clip with +trainer.gradient_clip_val=1"
+    "backpropagation through many time steps multiplies the surrogate's derivative at every step: lower neuron.slope, "
+    "clip with +trainer.gradient_clip_val=1, or in a recurrent net limit model.recurrent_max_norm"
 )
 log = logging.getLogger(__name__)
 
