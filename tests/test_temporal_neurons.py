@@ -15,6 +15,7 @@ import torch
 
 from snn import kernels
 from snn.alif import ALIF
+from snn.neurons import LIF
 from snn.recurrent import Recurrent
 from snn.surrogates import ATan, FastSigmoid
 from snn.synaptic import Synaptic, fused
@@ -113,6 +114,24 @@ def test_alif_adaptation_raises_the_threshold():
     assert plain[:20].sum() <= plain[40:].sum() + 1
 
 
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_alif_without_adaptation_is_lif(reset):
+    """adaptation=0: ALIF is LIF step for step (spikes, membrane, input gradient), so the lif-vs-alif comparison of
+    a preset is `-m neuron.adaptation=0,1.8`, every other key equal."""
+    torch.manual_seed(3)
+    current = (torch.rand(40, 3, 8) * 0.6).requires_grad_()
+    outputs, grads = [], []
+    for layer in (ALIF(0.9, 0.8, adaptation=0.0, reset=reset, shape=(8,)), LIF(0.9, 0.8, reset=reset)):
+        spikes, membrane = layer.run(current)
+        (grad,) = torch.autograd.grad((spikes * torch.linspace(0, 1, 8)).sum() + membrane.sum(), current)
+        outputs.append((spikes, membrane))
+        grads.append(grad)
+    assert outputs[0][0].sum() > 0
+    assert torch.equal(outputs[0][0], outputs[1][0])
+    torch.testing.assert_close(outputs[0][1], outputs[1][1])
+    torch.testing.assert_close(grads[0], grads[1])
+
+
 @pytest.mark.parametrize("reset", ["subtract", "zero", "zero_leaky"])
 @pytest.mark.parametrize("repeated", [False, True])
 def test_synaptic_fused_equals_the_reference(reset, repeated):
@@ -155,6 +174,7 @@ SCRIPT = """
 import sys, torch
 from snn import kernels
 from snn.alif import ALIF
+from snn.neurons import LIF
 from snn.synaptic import Synaptic, fused
 from tests.test_temporal_neurons import _currents, _loss
 out = {"fused": kernels.enabled}
