@@ -18,7 +18,7 @@ from torch import nn
 from snn.checks import is_count, require
 from snn.pooling import MaxPool2d
 from snn.qcfs import QCFS
-from snn.recurrent import Recurrent
+from snn.recurrent import Recurrent, check_options
 from snn.sparse_input import SparseInputLinear
 from snn.spike_stats import Trace
 from snn.spiking_layer import SpikingLayer
@@ -113,7 +113,8 @@ class SpikingMLP(SpikingNet):
     `sparse_input`: auto | always | never, the event-driven products of `snn.sparse_input`.
     `recurrent`: the hidden layers' neurons wrapped in `snn.recurrent.Recurrent` (their spikes fed back through a
     learned all-to-all weight); the output layer stays feed-forward. `recurrent_max_norm`: that weight's spectral norm
-    limit while training (null: none); `recurrent_init`: uniform | zero, its initialisation."""
+    limit while training (null: none); `recurrent_init`: uniform | zero, its initialisation. Both are unused (and
+    still checked) without `recurrent`, so that a preset's recurrent-vs-feed-forward comparison is one sweep."""
 
     def __init__(
         self,
@@ -131,10 +132,7 @@ class SpikingMLP(SpikingNet):
     ):
         hidden = _check_sizes(hidden_sizes, "hidden_sizes", "[1000] or [500,500]")
         require(isinstance(recurrent, bool), "recurrent", recurrent, "true or false")
-        allowed = "null (model.recurrent=false has no recurrent weight)"
-        require(recurrent or recurrent_max_norm is None, "recurrent_max_norm", recurrent_max_norm, allowed)
-        allowed = "uniform (model.recurrent=false has no recurrent weight)"
-        require(recurrent or recurrent_init == "uniform", "recurrent_init", recurrent_init, allowed)
+        check_options(recurrent_max_norm, recurrent_init)
         sizes = [math.prod(input_shape), *hidden, num_classes]
         stages = [
             nn.Sequential(nn.Flatten(), SparseInputLinear(a, b, mode=sparse_input))

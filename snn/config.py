@@ -20,12 +20,14 @@ def _check_keys(cfg: DictConfig, group: str) -> None:
         return
     if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
         return
-    for key in cfg[group]:
-        if not key.startswith("_") and key not in parameters:
-            raise ConfigError(
-                f"{group}.{key} is not allowed: {target} takes no {key} (a preset may set it for another {group}: "
-                f"drop it with ~{group}.{key})"
-            )
+    unknown = [key for key in cfg[group] if not key.startswith("_") and key not in parameters]
+    if unknown:
+        keys, drop = ", ".join(f"{group}.{k}" for k in unknown), " ".join(f"'~{group}.{k}'" for k in unknown)
+        verb, it = ("is", "it") if len(unknown) == 1 else ("are", "them")
+        raise ConfigError(
+            f"{keys} {verb} not allowed: {target} takes no {', '.join(unknown)} (a preset may set {it} for another "
+            f"{group}: drop {it} with {drop})"
+        )
 
 
 def _built(cfg: DictConfig, group: str, build):

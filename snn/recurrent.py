@@ -33,6 +33,13 @@ INITS = ("uniform", "zero")  # the recurrent weight's initialisation (model.recu
 IN_TRITON = (LIF, ALIF, Synaptic)  # with their class's own step: snn.triton_recurrent runs its equations
 
 
+def check_options(max_norm: float | None, init: str) -> None:
+    """model.recurrent_max_norm and model.recurrent_init (checked also where unused, without model.recurrent)."""
+    ok = max_norm is None or (is_number(max_norm) and 0 < max_norm < math.inf)
+    require(ok, "recurrent_max_norm", max_norm, "null (no limit) or a finite number > 0")
+    require(init in INITS, "recurrent_init", init, ", ".join(INITS))
+
+
 class Recurrent(SpikingLayer):
     def __init__(
         self,
@@ -43,9 +50,7 @@ class Recurrent(SpikingLayer):
         init: str = "uniform",
     ):
         super().__init__(shape)
-        ok = max_norm is None or (is_number(max_norm) and 0 < max_norm < math.inf)
-        require(ok, "recurrent_max_norm", max_norm, "null (no limit) or a finite number > 0")
-        require(init in INITS, "recurrent_init", init, ", ".join(INITS))
+        check_options(max_norm, init)
         if self.shape is None:
             raise ValueError("Recurrent needs its layer's shape (shape=...) to size its recurrent weight")
         self.neuron = neuron(shape=self.shape)

@@ -90,8 +90,9 @@ def test_invalid_values_name_the_key(compose_cfg, override, key):
     [
         (  # a preset's keys for ALIF reach the neuron swapped in for a comparison
             ("experiment=smnist", "neuron=lif"),
-            "neuron.tau_adaptation is not allowed: snn.neurons.LIF takes no tau_adaptation (a preset may set it for "
-            "another neuron: drop it with ~neuron.tau_adaptation)",
+            "neuron.adaptation, neuron.tau_adaptation, neuron.learnable are not allowed: snn.neurons.LIF takes no "
+            "adaptation, tau_adaptation, learnable (a preset may set them for another neuron: drop them with "
+            "'~neuron.adaptation' '~neuron.tau_adaptation' '~neuron.learnable')",
         ),
         (("+model.depth=3",), "model.depth is not allowed: snn.architectures.SpikingMLP takes no depth"),
     ],

@@ -123,13 +123,26 @@ def test_recurrent_init_zero_starts_without_feedback_and_learns_it():
     "key, overrides, allowed",
     [
         ("recurrent_max_norm", ("model=rsnn", "model.recurrent_max_norm=0"), "null (no limit) or a finite number > 0"),
-        ("recurrent_max_norm", ("model=snn", "+model.recurrent_max_norm=1"),
-         "null (model.recurrent=false has no recurrent weight)"),
+        ("recurrent_max_norm", ("model=rsnn", "model.recurrent=false", "model.recurrent_max_norm=-1"),
+         "null (no limit) or a finite number > 0"),
         ("recurrent_init", ("model=rsnn", "model.recurrent_init=orthogonal"), "uniform, zero"),
-        ("recurrent_init", ("model=snn", "+model.recurrent_init=zero"),
-         "uniform (model.recurrent=false has no recurrent weight)"),
     ],
 )  # fmt: skip
 def test_recurrent_options_are_checked(compose_cfg, key, overrides, allowed):
     with pytest.raises(ConfigError, match=rf"^model.{key}=.* is not allowed: {re.escape(allowed)}$"):
         validate(compose_cfg(*overrides))
+
+
+def test_recurrent_against_feed_forward_is_one_sweep(compose_cfg):
+    """experiment=smnist sets the recurrent weight's options; with model.recurrent=false they are unused, so
+    `-m model.recurrent=true,false` compares the two nets with every other key equal."""
+    from snn.build import build_model
+
+    nets = {}
+    for recurrent in ("true", "false"):
+        cfg = compose_cfg("experiment=smnist", f"model.recurrent={recurrent}", "model.hidden_sizes=[8]")
+        validate(cfg)
+        nets[recurrent] = build_model(cfg)
+    assert [type(n).__name__ for n in nets["true"].neurons] == ["Recurrent", "ALIF"]
+    assert [type(n).__name__ for n in nets["false"].neurons] == ["ALIF", "ALIF"]
+    assert nets["true"].neurons[0].max_norm == 0.5 and not nets["true"].neurons[0].weight.any()

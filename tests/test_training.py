@@ -232,10 +232,12 @@ def test_training_steps_torchs_fused_optimizer(compose_cfg, tmp_path, monkeypatc
 
 
 def test_exploding_gradients_are_logged_and_named_once(compose_cfg, tmp_path, caplog):
-    """experiment=smnist's net (T = 784, recurrent ALIF) at the atan surrogate's default slope: backpropagation through
-    784 steps explodes, which the run says once with what to change; train/grad_norm_max is each epoch's largest
-    norm before clipping (the same as clipped: clipping acts after). At slope 0.5 the norms stay small: no warning."""
-    small = ("experiment=smnist", "model.hidden_sizes=[64]", "trainer.max_epochs=2", "+trainer.gradient_clip_val=1")
+    """experiment=smnist's first net (T = 784, recurrent learnable ALIF on the neuron's own scale) at the atan
+    surrogate's default slope: backpropagation through 784 steps explodes, which the run says once with what to change;
+    train/grad_norm_max is each epoch's largest norm before clipping (the same as clipped: clipping acts after). At
+    slope 0.5 the norms stay small: no warning."""
+    small = ("model=rsnn", "neuron=alif", "encoder=sequential", "T=784", "neuron.learnable=true", "optimizer.lr=2e-3",
+             "model.hidden_sizes=[64]", "trainer.max_epochs=2", "+trainer.gradient_clip_val=1")  # fmt: skip
     _train_composed(compose_cfg, tmp_path / "default", *small)
     assert caplog.text.count("gradients exploded in epoch 1: their total norm reached ") == 1
     assert "lower neuron.slope, clip with +trainer.gradient_clip_val=1, or in a recurrent net" in caplog.text
