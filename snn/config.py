@@ -1,6 +1,7 @@
 """Checks of the public config keys, run before anything is built, loaded or written: each group's object is built,
 so its own constructor checks its values (snn.checks), and a refusal names the config key."""
 
+import importlib
 import inspect
 
 from omegaconf import DictConfig, OmegaConf
@@ -11,11 +12,12 @@ from snn.checks import ConfigError, InvalidValue, is_count, not_importable, requ
 def _check_keys(cfg: DictConfig, group: str) -> None:
     """Each key of a group with a `_target_` must be a parameter of that target (e.g. experiment=smnist's ALIF keys
     with neuron=lif): read off its signature, before anything is built."""
-    from hydra.utils import get_object
-
     target = cfg[group].get("_target_")
-    try:
-        parameters = inspect.signature(get_object(target)).parameters
+    if not isinstance(target, str):
+        return
+    module, _, name = target.rpartition(".")
+    try:  # importlib, not hydra's get_object, which logs an error line of its own on failure
+        parameters = inspect.signature(getattr(importlib.import_module(module), name)).parameters
     except Exception:  # not importable, no signature: building it says why
         return
     if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
