@@ -174,7 +174,6 @@ SCRIPT = """
 import sys, torch
 from snn import kernels
 from snn.alif import ALIF
-from snn.neurons import LIF
 from snn.synaptic import Synaptic, fused
 from tests.test_temporal_neurons import _currents, _loss
 out = {"fused": kernels.enabled}
