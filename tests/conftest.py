@@ -10,6 +10,8 @@ from hydra import compose, initialize_config_dir
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 TINY = ["data.batch_size=16", "data.val_size=16"]
+# experiment=smnist's first net (T = 784, recurrent learnable ALIF on the neuron's own scale), whose gradients explode
+EXPLODING_SMNIST = ["model=rsnn", "neuron=alif", "encoder=sequential", "T=784", "neuron.learnable=true"]
 SIZES = {"input_shape": (1, 28, 28), "num_classes": 10}  # what snn.data.MNISTDataModule yields, for nets built directly
 
 

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, TINY
+from tests.conftest import EXPLODING_SMNIST, ROOT, TINY
 
 
 @pytest.mark.slow
@@ -101,8 +101,7 @@ def test_gradient_norms_show_the_explosion_a_lower_slope_removes(mnist_root):
     neuron's own scale, made small), on the tiny data: the recurrent weight's gradient at the atan surrogate's
     default slope is orders of magnitude above its gradient at 0.5."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    first = ["model=rsnn", "neuron=alif", "encoder=sequential", "T=784", "neuron.learnable=true"]
-    command = [sys.executable, str(ROOT / "benchmarks" / "gradient_norms.py"), *first, *TINY]
+    command = [sys.executable, str(ROOT / "benchmarks" / "gradient_norms.py"), *EXPLODING_SMNIST, *TINY]
     command += [f"data.root={mnist_root}", "model.hidden_sizes=[64]", "--slopes", "2", "0.5", "--batches", "2"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from snn.evaluation import load_classifier
 from snn.training import train
-from tests.conftest import ROOT, TINY
+from tests.conftest import EXPLODING_SMNIST, ROOT, TINY
 
 
 def _train_composed(compose_cfg, run_dir, *overrides):
@@ -236,8 +236,8 @@ def test_exploding_gradients_are_logged_and_named_once(compose_cfg, tmp_path, ca
     surrogate's default slope: backpropagation through 784 steps explodes, which the run says once with what to change;
     train/grad_norm_max is each epoch's largest norm before clipping (the same as clipped: clipping acts after). At
     slope 0.5 the norms stay small: no warning."""
-    small = ("model=rsnn", "neuron=alif", "encoder=sequential", "T=784", "neuron.learnable=true", "optimizer.lr=2e-3",
-             "model.hidden_sizes=[64]", "trainer.max_epochs=2", "+trainer.gradient_clip_val=1")  # fmt: skip
+    small = (*EXPLODING_SMNIST, "optimizer.lr=2e-3", "model.hidden_sizes=[64]", "trainer.max_epochs=2",
+             "+trainer.gradient_clip_val=1")  # fmt: skip
     _train_composed(compose_cfg, tmp_path / "default", *small)
     assert caplog.text.count("gradients exploded in epoch 1: their total norm reached ") == 1
     assert "lower neuron.slope, clip with +trainer.gradient_clip_val=1, or in a recurrent net" in caplog.text
