@@ -24,10 +24,13 @@ from snn.run_groups import (
     select,
 )
 from snn.uncertainty import Difference, Summary, summarize, welch_difference
+from snn.unfinished_runs import unfinished_markdown, unfinished_runs
 
 OWNERSHIP = (
     "Writes results.md, results_grouped.csv, results_runs.md, results.csv, accuracy_vs_T.png, val_acc_per_epoch.png "
-    f"(and comparison.md with --reference) into the folder or --out, and records them in {RECORD} there. It "
+    "(and comparison.md with --reference) into the folder or --out; runs without a results.json (stopped, failed, "
+    "still running) are listed in results.md and drawn in val_acc_per_epoch.png (only those two files when no run "
+    f"has finished). It records what it wrote in {RECORD} there and "
     "replaces only files it wrote itself and that are unchanged since: if another file has one of these names (your "
     "own results.md, a report edited since), it stops with one line naming it and writes nothing."
 )
@@ -199,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     runs, problems = load_results(args.folder)
     for problem in problems:
         print(problem, file=sys.stderr)
-    if not runs:
+    unfinished = unfinished_runs(args.folder)
+    if not runs and not unfinished:
         print(f"error: {args.folder}: no readable results.json below it", file=sys.stderr)
         return 1
     configurations = group_runs(runs)
@@ -210,20 +214,24 @@ def main(argv: list[str] | None = None) -> int:
     except SelectionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    table = grouped_markdown(configurations)
-    texts = {
-        "results.md": table,
-        "results_grouped.csv": grouped_csv(configurations),
-        "results_runs.md": runs_markdown(runs),
-        "results.csv": runs_csv(runs),
-    }
+    table = grouped_markdown(configurations) if runs else ""
+    if unfinished:
+        table += ("\n" if table else "") + unfinished_markdown(unfinished, args.folder)
+    texts = {"results.md": table}
+    if runs:
+        texts.update({
+            "results_grouped.csv": grouped_csv(configurations),
+            "results_runs.md": runs_markdown(runs),
+            "results.csv": runs_csv(runs),
+        })  # fmt: skip
     if reference is not None:
         texts["comparison.md"] = comparison_markdown(reference, configurations)
     from snn.report_plots import accuracy_vs_T_figure, val_curves_figure  # matplotlib only when plotting
 
     contents = {name: text.encode() for name, text in texts.items()}
-    contents["accuracy_vs_T.png"] = figure_bytes(accuracy_vs_T_figure(configurations))
-    contents["val_acc_per_epoch.png"] = figure_bytes(val_curves_figure(configurations))
+    if runs:
+        contents["accuracy_vs_T.png"] = figure_bytes(accuracy_vs_T_figure(configurations))
+    contents["val_acc_per_epoch.png"] = figure_bytes(val_curves_figure(configurations, unfinished))
     try:
         out.mkdir(parents=True, exist_ok=True)
         write_owned(out, contents)
@@ -237,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     if reference is not None:
         print(texts["comparison.md"])
     run_count = f"{len(runs)} run" + "s" * (len(runs) != 1)
+    run_count += f" (+{len(unfinished)} without a result)" if unfinished else ""
     configuration_count = f"{len(configurations)} configuration" + "s" * (len(configurations) != 1)
     print(f"{run_count}, {configuration_count} -> {out}: {', '.join(contents)}")
     return 0

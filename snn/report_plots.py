@@ -3,12 +3,14 @@ the seeds of a configuration."""
 
 import itertools
 import json
+from pathlib import Path
 
 from matplotlib.ticker import MaxNLocator
 
 from snn.plots import plt  # with the headless backend that plots.py selects
 from snn.run_groups import Configuration, label, naming_keys
 from snn.uncertainty import summarize
+from snn.unfinished_runs import val_curve
 
 # Hollow markers, each line's a different shape and size: where lines meet, every point stays visible.
 MARKERS = (("o", 10), ("s", 7.5), ("^", 6), ("D", 4), ("v", 8.5), ("p", 5))
@@ -88,23 +90,13 @@ def accuracy_vs_T_figure(configurations: list[Configuration]):
     return _line_chart(ax, "time steps T", "test accuracy (%): mean, 95 % CI", xs)
 
 
-def _val_curve(run_dir: str) -> list[float]:
-    """Validation accuracy (%) per epoch from the run's TensorBoard events."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(run_dir).Reload()
-    if "val/acc" not in events.Tags()["scalars"]:
-        return []
-    by_step = {e.step: 100 * e.value for e in events.Scalars("val/acc")}  # a step logged twice: the later one
-    return [by_step[step] for step in sorted(by_step)]
-
-
-def val_curves_figure(configurations: list[Configuration]):
-    """Validation accuracy per epoch, the mean over a configuration's seeds with a ± 1 std band."""
+def val_curves_figure(configurations: list[Configuration], unfinished: list[dict] = ()):
+    """Validation accuracy per epoch, the mean over a configuration's seeds with a ± 1 std band; each unfinished
+    run (snn.unfinished_runs) a dotted line of its own."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
     xs = set()
     for index, c in enumerate(configurations):
-        curves = [curve for curve in (_val_curve(run["run_dir"]) for run in c.runs) if curve]
+        curves = [curve for curve in (val_curve(run["run_dir"]) for run in c.runs) if curve]
         if not curves:
             continue
         epochs = range(1, min(map(len, curves)) + 1)  # the epochs every seed reached
@@ -117,4 +109,8 @@ def val_curves_figure(configurations: list[Configuration]):
             spread = [s.std for s in per_epoch]
             low, high = [m - s for m, s in zip(means, spread)], [m + s for m, s in zip(means, spread)]
             ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2, lw=0)
+    for index, run in enumerate(unfinished, start=len(configurations)):
+        epochs = range(1, len(run["curve"]) + 1)
+        xs.update(epochs)
+        ax.plot(epochs, run["curve"], ls=":", label=f"{Path(run['run_dir']).name} (unfinished)", **_marker(index))
     return _line_chart(ax, "epoch", "validation accuracy (%): mean ± 1 std over seeds", xs)

@@ -4,12 +4,16 @@ import signal
 import subprocess
 import sys
 import time
+from unittest.mock import ANY
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from snn.report import main as report
+from snn.unfinished_runs import NO_END
 from tests.conftest import ROOT, TINY
+from tests.test_report import table_rows
 
 EPOCHS = 12
 
@@ -46,6 +50,10 @@ def test_sigkilled_run_resumes_in_its_own_folder(tmp_path, mnist_root):
     first.wait()
     assert not (run / "results.json").exists(), "the run finished before it could be killed"
     killed_at = stored_epoch(last)  # it may have saved another epoch before the signal landed
+    assert report([str(tmp_path / "outputs"), "--out", str(tmp_path / "report")]) == 0  # listed, with how to resume
+    assert table_rows(tmp_path / "report" / "results.md") == [
+        ["killed_run", ANY, ANY, ANY, ANY, NO_END, f"`python train.py ckpt_path={last}`"]
+    ]
     config_before = (run / ".hydra" / "config.yaml").read_text()
     events_before = set(run.glob("events.out.tfevents.*"))
 
