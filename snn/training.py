@@ -84,7 +84,7 @@ def _interruptible(trainer: pl.Trainer, run_dir: Path, stage: str):
         if not (sigterm or trainer.interrupted):
             raise
         how = "SIGTERM" if sigterm else "Ctrl-C"
-        when = f"in epoch {trainer.current_epoch}" if stage == "fit" else "while testing"
+        when = f"in epoch {trainer.current_epoch + 1}" if stage == "fit" else "while testing"  # 1-based, as the bar
         last = run_dir / "checkpoints" / "last.ckpt"
         if not last.exists():
             raise Interrupted(f"the run was interrupted ({how}) {when}, before its first checkpoint: start it again")
