@@ -13,18 +13,9 @@ from omegaconf import DictConfig
 from snn.checks import ConfigError
 from snn.config import validate
 from snn.data import DataError
-from snn.failed_start import clean_up
+from snn.failed_start import clean_up, failure_line
 from snn.run_folder import TRAIN_LOG
 from snn.run_setup import STORAGE_ERRORS, Interrupted, quote_path_overrides, rank, storage_error
-
-
-def _reason(error: BaseException) -> str | None:
-    """The line a failure ends with (what train.py prints), for train.log; None for a clean exit."""
-    if isinstance(error, SystemExit):
-        return None if error.code in (None, 0) else str(error.code)
-    if isinstance(error, (ConfigError, DataError, FloatingPointError)):
-        return f"error: {error}"
-    return f"error: {type(error).__name__}: {error}"
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
@@ -33,7 +24,7 @@ def main(cfg: DictConfig) -> float:
     try:
         return _run(cfg, run_dir)
     except BaseException as error:
-        reason = _reason(error)
+        reason = failure_line(error)
         if reason:  # a run that failed before its first training step leaves nothing behind
             clean_up(run_dir, reason, resumed=bool(cfg.get("ckpt_path")), writes=rank() == 0)
         raise

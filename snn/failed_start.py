@@ -12,6 +12,8 @@ from pathlib import Path
 
 from pytorch_lightning import Callback
 
+from snn.checks import ConfigError
+from snn.data import DataError
 from snn.run_folder import TRAIN_LOG, run_files
 
 _new: dict[str, Path] = {}  # run folder -> the topmost folder this process is about to create for it
@@ -62,6 +64,15 @@ def _remove_empty(folder: Path, topmost: Path) -> None:
             return
         if path == topmost:
             return
+
+
+def failure_line(error: BaseException) -> str | None:
+    """The line a failure ends with (what train.py prints), for train.log; None for a clean exit."""
+    if isinstance(error, SystemExit):
+        return None if error.code in (None, 0) else str(error.code)
+    if isinstance(error, (ConfigError, DataError, FloatingPointError)):
+        return f"error: {error}"
+    return f"error: {type(error).__name__}: {error}"
 
 
 def clean_up(run_dir: Path, reason: str, resumed: bool, writes: bool) -> None:
