@@ -51,8 +51,9 @@ def stage_shapes(stages: Sequence[nn.Module], input_shape: Sequence[int]) -> lis
 class SpikingNet(nn.Module):
     """`neuron`: the factory of every stage's spiking layer, or a list of one factory per stage.
     `readout`: the logits are the output layer's spike counts (`spike_count`) or its mean membrane (`membrane`) over
-    the last `readout_steps` steps: null = all steps (static inputs), k = the last k (all of them when T <= k), for
-    sequences whose class is known only once they have been seen (sequential MNIST)."""
+    the last `readout_steps` steps, or with `integrator` (no output neuron) its mean input current over them: null =
+    all steps (static inputs), k = the last k (all of them when T <= k), for sequences whose class is known only once
+    they have been seen (sequential MNIST; LSNN's readout is integrator's)."""
 
     spiking = True
 
@@ -95,11 +96,11 @@ class SpikingNet(nn.Module):
             h, membrane = neuron.run(current, steps=T)
             record.spikes.append(h)
         record.membrane = membrane
-        if self.readout == INTEGRATOR:
-            logits = membrane[-1] / T
+        k = min(self.readout_steps or T, T)
+        if self.readout == INTEGRATOR:  # the mean current of the last k steps, from the running sum
+            logits = (membrane[-1] - membrane[-k - 1]) / k if k < T else membrane[-1] / T
         else:
-            last = slice(-self.readout_steps if self.readout_steps else None, None)
-            logits = h[last].sum(0) if self.readout == "spike_count" else membrane[last].mean(0)
+            logits = h[-k:].sum(0) if self.readout == "spike_count" else membrane[-k:].mean(0)
         return (logits, record) if trace else logits
 
     @property

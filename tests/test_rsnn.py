@@ -30,7 +30,7 @@ def test_a_neuron_already_recurrent_is_not_wrapped_twice():
         SpikingMLP(partial(Recurrent, partial(LIF)), hidden_sizes=[4], recurrent=True, **SIZES)
 
 
-@pytest.mark.parametrize("readout", ["membrane", "spike_count"])
+@pytest.mark.parametrize("readout", ["membrane", "spike_count", "integrator"])
 def test_readout_steps_reads_the_last_k_steps(readout):
     torch.manual_seed(0)
     kwargs = {"hidden_sizes": [16], "readout": readout, "input_shape": (6,), "num_classes": 4, "recurrent": True}
@@ -39,8 +39,11 @@ def test_readout_steps_reads_the_last_k_steps(readout):
     x = torch.rand(10, 5, 6) * 4
     with torch.no_grad():
         (logits, trace), logits_last = every(x, trace=True), last(x)
-    out = trace.membrane if readout == "membrane" else trace.spikes[-1]
-    reduce = torch.mean if readout == "membrane" else torch.sum
+    if readout == "integrator":  # the output layer's current, computed here from its Linear and the hidden spikes
+        out = every.stages[-1](trace.spikes[-1].flatten(0, 1)).view(10, 5, 4)
+    else:
+        out = trace.membrane if readout == "membrane" else trace.spikes[-1]
+    reduce = torch.sum if readout == "spike_count" else torch.mean
     torch.testing.assert_close(logits, reduce(out, 0))
     torch.testing.assert_close(logits_last, reduce(out[-3:], 0))
     assert not torch.equal(logits, logits_last)
